@@ -1,0 +1,195 @@
+/* nbdkit-vhd: opening a chain (a file and all its ancestors).
+ *
+ * The named file is the top layer; each differencing layer's parent is
+ * found (locator.c), checked (unique id, size, no loop, depth cap) and
+ * opened read-only.  Locks are taken as each file joins the chain.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int
+add_layer (struct vhd_chain *c, struct vhd_file *f)
+{
+  struct vhd_file **p = realloc (c->layers, (c->depth + 1) * sizeof *p);
+
+  if (p == NULL) {
+    vhd_error ("%s: %m", f->path);
+    return -1;
+  }
+  c->layers = p;
+  c->layers[c->depth++] = f;
+  return 0;
+}
+
+/* Refuse a parent that is already in the chain (a loop). */
+static int
+check_loop (const struct vhd_chain *c, const struct vhd_file *child,
+            const struct vhd_file *parent)
+{
+  unsigned k;
+
+  for (k = 0; k < c->depth; k++)
+    if (c->layers[k]->dev == parent->dev && c->layers[k]->ino == parent->ino) {
+      vhd_error ("%s: parent loop: its parent %s is already in the chain "
+                 "(at depth %u)", child->path, parent->path, k);
+      errno = ELOOP;
+      return -1;
+    }
+  return 0;
+}
+
+static int
+check_parent_size (const struct vhd_file *child, const struct vhd_file *parent)
+{
+  if (child->size != parent->size) {
+    vhd_error ("%s: size mismatch: the child is %" PRIu64 " bytes but its "
+               "parent %s is %" PRIu64 " bytes", child->path, child->size,
+               parent->path, parent->size);
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+static int
+open_parents (struct vhd_chain *c, const struct vhd_open_options *opts)
+{
+  unsigned max_depth = opts->max_depth ? opts->max_depth
+                                       : VHD_DEFAULT_MAX_DEPTH;
+
+  while (c->layers[c->depth - 1]->type == VHD_TYPE_DIFF) {
+    struct vhd_file *child = c->layers[c->depth - 1], *parent;
+
+    if (c->depth >= max_depth) {
+      vhd_error ("%s: chain too deep: more than %u layers (the max-depth "
+                 "option raises the limit)", c->layers[0]->path, max_depth);
+      errno = ELOOP;
+      return -1;
+    }
+    if (vhd_find_parent (child, opts, &parent) == -1)
+      return -1;
+    if (check_loop (c, child, parent) == -1 ||
+        check_parent_size (child, parent) == -1 ||
+        (!opts->no_lock && vhd_lock_file (parent, false) == -1) ||
+        add_layer (c, parent) == -1) {
+      vhd_file_close (parent);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int
+vhd_chain_open (const char *path, const struct vhd_open_options *opts,
+                struct vhd_chain **out)
+{
+  struct vhd_chain *c = calloc (1, sizeof *c);
+  struct vhd_file *t;
+
+  if (c == NULL) {
+    vhd_error ("%s: %m", path);
+    return -1;
+  }
+  c->writable = !opts->readonly;
+  if (vhd_file_open (path, c->writable, opts, &t) == -1)
+    goto err;
+  if ((!opts->no_lock && vhd_lock_file (t, c->writable) == -1) ||
+      add_layer (c, t) == -1) {
+    vhd_file_close (t);
+    goto err;
+  }
+  c->size = t->size;
+  if (!opts->no_parents && open_parents (c, opts) == -1)
+    goto err;
+  if (vhd_cache_init (c) == -1 ||
+      (c->writable && vhd_writer_init (c) == -1))
+    goto err;
+  *out = c;
+  return 0;
+
+ err:
+  c->writable = false;          /* nothing to flush */
+  vhd_chain_close (c);
+  return -1;
+}
+
+int
+vhd_chain_make_writable (struct vhd_chain *c)
+{
+  struct vhd_file *t = c->layers[0];
+  struct stat st;
+  int fd;
+
+  if (c->writable)
+    return 0;
+  fd = open (t->path, O_RDWR | O_CLOEXEC);
+  if (fd == -1) {
+    vhd_error ("%s: open for writing: %m", t->path);
+    return -1;
+  }
+  if (fstat (fd, &st) == -1 || st.st_dev != t->dev || st.st_ino != t->ino) {
+    vhd_error ("%s: the file was replaced since it was opened", t->path);
+    close (fd);
+    errno = ESTALE;
+    return -1;
+  }
+  /* Trade the shared lock for an exclusive one on the new descriptor.
+   * flock locks belong to open file descriptions, so ours would
+   * conflict with itself if the old one were kept. */
+  flock (t->fd, LOCK_UN);
+  {
+    int saved_fd = t->fd;
+    t->fd = fd;
+    if (vhd_lock_file (t, true) == -1) {
+      t->fd = saved_fd;
+      close (fd);
+      flock (t->fd, LOCK_SH | LOCK_NB);
+      return -1;
+    }
+    /* Readers may be using the old descriptor number right now: make it
+     * refer to the writable description atomically. */
+    if (dup2 (fd, saved_fd) == -1) {
+      vhd_error ("%s: dup2: %m", t->path);
+      t->fd = saved_fd;
+      close (fd);
+      return -1;
+    }
+    close (fd);
+    t->fd = saved_fd;
+  }
+  t->writable = true;
+  if (vhd_writer_init (c) == -1)
+    return -1;
+  c->writable = true;
+  return 0;
+}
+
+int
+vhd_chain_close (struct vhd_chain *c)
+{
+  int r = 0, saved_errno = errno;
+  unsigned k;
+
+  if (c == NULL)
+    return 0;
+  if (c->writable && c->writer && vhd_chain_flush (c) == -1) {
+    r = -1;
+    saved_errno = errno;
+  }
+  vhd_writer_free (c);
+  vhd_cache_free (c);
+  for (k = 0; k < c->depth; k++)
+    vhd_file_close (c->layers[k]);
+  free (c->layers);
+  free (c);
+  errno = saved_errno;
+  return r;
+}

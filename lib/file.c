@@ -1,0 +1,539 @@
+/* nbdkit-vhd: opening and validating one VHD file.
+ *
+ * Every offset and count read from the file is checked before it is
+ * used, with overflow-safe arithmetic, so that a hostile file can only
+ * produce an error naming the file and the structure at fault.  Nothing
+ * here writes to the file.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CHECKSUM_HINT "use the ignore-checksums option to open it anyway"
+
+static bool
+footer_cookie_ok (const uint8_t *b)
+{
+  return memcmp (b, "conectix", 8) == 0;
+}
+
+/* Read the footer: at EOF (512 or, for very old files, 511 bytes), or
+ * for dynamic/differencing disks the copy at offset 0. */
+static int
+read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
+{
+  uint8_t eof[VHD_FOOTER_SIZE], copy[VHD_FOOTER_SIZE];
+  uint8_t *use = NULL;
+  struct vhd_footer cf;
+  uint32_t sum;
+
+  if (f->file_size < VHD_FOOTER_SIZE) {
+    vhd_error ("%s: not a VHD file: only %" PRIu64 " bytes long, "
+               "too short for a footer", f->path, f->file_size);
+    errno = EINVAL;
+    return -1;
+  }
+  if (full_pread (f->fd, eof, VHD_FOOTER_SIZE,
+                  f->file_size - VHD_FOOTER_SIZE) == -1 ||
+      full_pread (f->fd, copy, VHD_FOOTER_SIZE, 0) == -1) {
+    vhd_error ("%s: reading footer: %m", f->path);
+    return -1;
+  }
+
+  if (footer_cookie_ok (eof)) {
+    use = eof;
+    f->footer_offset = f->file_size - VHD_FOOTER_SIZE;
+  }
+  else if (footer_cookie_ok (eof + 1)) {
+    /* 511-byte footer of pre-2004 Virtual PC: the last reserved byte is
+     * missing; treat it as zero. */
+    memmove (eof, eof + 1, VHD_FOOTER_SIZE - 1);
+    eof[VHD_FOOTER_SIZE - 1] = 0;
+    use = eof;
+    f->footer_offset = f->file_size - (VHD_FOOTER_SIZE - 1);
+  }
+
+  vhd_footer_decode (copy, &cf);
+  if (use == NULL) {
+    if (footer_cookie_ok (copy) &&
+        (cf.disk_type == VHD_TYPE_DYNAMIC || cf.disk_type == VHD_TYPE_DIFF)) {
+      /* A crash while extending the file can leave no valid footer at
+       * the end; the copy at offset 0 is identical by construction. */
+      vhd_warning ("%s: no valid footer at end of file, using the copy "
+                   "at offset 0", f->path);
+      use = copy;
+      f->footer_from_copy = true;
+      f->footer_offset = f->file_size;
+    }
+    else {
+      vhd_error ("%s: not a VHD file: no 'conectix' footer cookie at the "
+                 "end of the file or at offset 0", f->path);
+      errno = EINVAL;
+      return -1;
+    }
+  }
+
+  vhd_footer_decode (use, &f->footer);
+  sum = vhd_checksum (use, VHD_FOOTER_SIZE, 64);
+  if (sum != f->footer.checksum) {
+    if (!opts->ignore_checksums) {
+      vhd_error ("%s: footer checksum mismatch (stored 0x%08x, computed "
+                 "0x%08x); %s", f->path, f->footer.checksum, sum,
+                 CHECKSUM_HINT);
+      errno = EINVAL;
+      return -1;
+    }
+    vhd_warning ("%s: footer checksum mismatch (stored 0x%08x, computed "
+                 "0x%08x), ignored", f->path, f->footer.checksum, sum);
+  }
+  if (!f->footer_from_copy &&
+      (f->footer.disk_type == VHD_TYPE_DYNAMIC ||
+       f->footer.disk_type == VHD_TYPE_DIFF))
+    f->footer_copy_differs = memcmp (copy, use, VHD_FOOTER_SIZE - 1) != 0;
+  return 0;
+}
+
+static int
+check_footer_fields (struct vhd_file *f)
+{
+  const struct vhd_footer *ft = &f->footer;
+
+  if ((ft->version >> 16) != 1) {
+    vhd_error ("%s: footer: unsupported file format version 0x%08x",
+               f->path, ft->version);
+    goto inval;
+  }
+  if (ft->disk_type != VHD_TYPE_FIXED && ft->disk_type != VHD_TYPE_DYNAMIC &&
+      ft->disk_type != VHD_TYPE_DIFF) {
+    vhd_error ("%s: footer: unsupported disk type %u", f->path,
+               ft->disk_type);
+    goto inval;
+  }
+  if (ft->current_size % VHD_SECTOR != 0) {
+    vhd_error ("%s: footer: current size %" PRIu64 " is not a multiple "
+               "of %d", f->path, ft->current_size, VHD_SECTOR);
+    goto inval;
+  }
+  f->type = ft->disk_type;
+  f->size = ft->current_size;
+  if (f->type == VHD_TYPE_FIXED && f->size > f->footer_offset) {
+    vhd_error ("%s: truncated: fixed disk of %" PRIu64 " bytes but the "
+               "footer is at offset %" PRIu64, f->path, f->size,
+               f->footer_offset);
+    goto inval;
+  }
+  return 0;
+
+ inval:
+  errno = EINVAL;
+  return -1;
+}
+
+/* [start, end) intersects [s2, e2)? */
+static bool
+overlaps (uint64_t start, uint64_t end, uint64_t s2, uint64_t e2)
+{
+  return start < e2 && s2 < end;
+}
+
+static int
+read_header (struct vhd_file *f, const struct vhd_open_options *opts)
+{
+  uint8_t buf[VHD_HEADER_SIZE];
+  struct vhd_header *h = &f->header;
+  uint64_t off = f->footer.data_offset;
+  uint32_t sum;
+
+  if (off % VHD_SECTOR != 0 || off > f->file_size ||
+      f->file_size - off < VHD_HEADER_SIZE) {
+    vhd_error ("%s: footer: dynamic header offset %" PRIu64 " is not "
+               "inside the file", f->path, off);
+    goto inval;
+  }
+  if (full_pread (f->fd, buf, sizeof buf, off) == -1) {
+    vhd_error ("%s: reading dynamic header: %m", f->path);
+    return -1;
+  }
+  vhd_header_decode (buf, h);
+  if (memcmp (h->cookie, "cxsparse", 8) != 0) {
+    vhd_error ("%s: dynamic header at offset %" PRIu64 ": bad cookie "
+               "(expected 'cxsparse')", f->path, off);
+    goto inval;
+  }
+  sum = vhd_checksum (buf, sizeof buf, 36);
+  if (sum != h->checksum) {
+    if (!opts->ignore_checksums) {
+      vhd_error ("%s: dynamic header checksum mismatch (stored 0x%08x, "
+                 "computed 0x%08x); %s", f->path, h->checksum, sum,
+                 CHECKSUM_HINT);
+      goto inval;
+    }
+    vhd_warning ("%s: dynamic header checksum mismatch (stored 0x%08x, "
+                 "computed 0x%08x), ignored", f->path, h->checksum, sum);
+  }
+  if ((h->version >> 16) != 1) {
+    vhd_error ("%s: dynamic header: unsupported version 0x%08x",
+               f->path, h->version);
+    goto inval;
+  }
+  if (!IS_POWER_OF_2 (h->block_size) || h->block_size < VHD_SECTOR ||
+      h->block_size > VHD_MAX_BLOCK_SIZE) {
+    vhd_error ("%s: dynamic header: block size %u is not a power of two "
+               "between 512 and %u", f->path, h->block_size,
+               VHD_MAX_BLOCK_SIZE);
+    goto inval;
+  }
+  f->block_size = h->block_size;
+  f->bitmap_bytes = vhd_bitmap_bytes (h->block_size);
+  f->sectors_per_block = h->block_size / VHD_SECTOR;
+  if (f->size > (uint64_t) UINT32_MAX * f->block_size) {
+    vhd_error ("%s: footer: current size %" PRIu64 " is too large for "
+               "block size %u", f->path, f->size, f->block_size);
+    goto inval;
+  }
+  f->n_blocks = (f->size + f->block_size - 1) / f->block_size;
+  if (h->max_table_entries < f->n_blocks) {
+    vhd_error ("%s: dynamic header: %u BAT entries cannot cover a disk of "
+               "%" PRIu64 " bytes with %u-byte blocks (need %u)", f->path,
+               h->max_table_entries, f->size, f->block_size, f->n_blocks);
+    goto inval;
+  }
+  if (h->max_table_entries > MAX (f->n_blocks,
+                                  VHD_MAX_SIZE / f->block_size)) {
+    vhd_error ("%s: dynamic header: absurd BAT entry count %u",
+               f->path, h->max_table_entries);
+    goto inval;
+  }
+  if (f->type == VHD_TYPE_DIFF) {
+    f->parent_name = vhd_utf16_to_utf8 (h->parent_name,
+                                        sizeof h->parent_name, true);
+    if (f->parent_name == NULL) {
+      vhd_error ("%s: dynamic header: parent name is not valid UTF-16",
+                 f->path);
+      goto inval;
+    }
+  }
+  return 0;
+
+ inval:
+  errno = EINVAL;
+  return -1;
+}
+
+/* Locator areas, checked for differencing disks (ignored otherwise:
+ * dynamic disks should have none, and we never use them). */
+static int
+check_locators (struct vhd_file *f)
+{
+  int i;
+  char name[5];
+
+  if (f->type != VHD_TYPE_DIFF)
+    return 0;
+  for (i = 0; i < VHD_NUM_LOCATORS; i++) {
+    const struct vhd_locator *l = &f->header.loc[i];
+    uint64_t space;
+
+    if (l->code == 0)
+      continue;
+    vhd_locator_code_name (l->code, name);
+    space = vhd_locator_space_bytes (l->space);
+    if (space == 0 && l->length > 0) {
+      vhd_error ("%s: parent locator %d (%s): invalid data space %u",
+                 f->path, i, name, l->space);
+      goto inval;
+    }
+    if (l->length > space) {
+      vhd_error ("%s: parent locator %d (%s): length %u exceeds its "
+                 "reserved space of %" PRIu64 " bytes", f->path, i, name,
+                 l->length, space);
+      goto inval;
+    }
+    if (l->offset > f->file_size || f->file_size - l->offset < space) {
+      vhd_error ("%s: parent locator %d (%s): data at offset %" PRIu64
+                 " (%" PRIu64 " bytes) lies past the end of the file",
+                 f->path, i, name, l->offset, space);
+      goto inval;
+    }
+    f->metadata_end = MAX (f->metadata_end, l->offset + space);
+  }
+  return 0;
+
+ inval:
+  errno = EINVAL;
+  return -1;
+}
+
+/* blktap's private "batmap" follows the BAT in 'tap' images; it is
+ * metadata we must never allocate over. */
+static void
+note_tap_batmap (struct vhd_file *f, uint64_t bat_end)
+{
+  uint8_t b[VHD_SECTOR];
+  uint64_t map_off, map_end;
+
+  if (memcmp (f->footer.creator_app, "tap\0", 4) != 0 ||
+      bat_end > f->file_size || f->file_size - bat_end < VHD_SECTOR ||
+      full_pread (f->fd, b, sizeof b, bat_end) == -1 ||
+      memcmp (b, "tdbatmap", 8) != 0)
+    return;
+  map_off = get_be64 (b + 8);
+  map_end = map_off + (uint64_t) get_be32 (b + 16) * VHD_SECTOR;
+  f->metadata_end = MAX (f->metadata_end, bat_end + VHD_SECTOR);
+  if (map_off < f->file_size && map_end <= f->file_size)
+    f->metadata_end = MAX (f->metadata_end, map_end);
+}
+
+static int
+compare_u32 (const void *a, const void *b)
+{
+  uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+/* Bytes of block blk that must exist in the file: the last block may
+ * be partial and some writers stop the file there. */
+static uint64_t
+block_needed_bytes (const struct vhd_file *f, uint32_t blk)
+{
+  uint64_t start = (uint64_t) blk * f->block_size;
+  return f->bitmap_bytes + MIN ((uint64_t) f->block_size, f->size - start);
+}
+
+static int
+read_bat (struct vhd_file *f)
+{
+  const struct vhd_header *h = &f->header;
+  uint64_t bat_bytes = ROUND_UP ((uint64_t) h->max_table_entries * 4,
+                                 VHD_SECTOR);
+  uint64_t loaded = MIN ((uint64_t) h->max_table_entries,
+                         ROUND_UP ((uint64_t) f->n_blocks, VHD_SECTOR / 4));
+  uint64_t data_limit = f->footer_from_copy ? f->file_size : f->footer_offset;
+  uint8_t *raw = NULL;
+  uint32_t *sorted = NULL;
+  uint32_t i, n_alloc = 0;
+
+  if (h->table_offset % VHD_SECTOR != 0 || h->table_offset > f->file_size ||
+      f->file_size - h->table_offset < bat_bytes) {
+    vhd_error ("%s: dynamic header: BAT at offset %" PRIu64 " (%" PRIu64
+               " bytes) lies past the end of the file", f->path,
+               h->table_offset, bat_bytes);
+    errno = EINVAL;
+    return -1;
+  }
+  f->metadata_end = MAX (f->footer.data_offset + VHD_HEADER_SIZE,
+                         h->table_offset + bat_bytes);
+  note_tap_batmap (f, h->table_offset + bat_bytes);
+  if (check_locators (f) == -1)
+    return -1;
+
+  raw = malloc (loaded * 4 + 1);
+  f->bat = malloc (loaded * sizeof *f->bat + 1);
+  sorted = malloc (f->n_blocks * sizeof *sorted + 1);
+  if (raw == NULL || f->bat == NULL || sorted == NULL) {
+    vhd_error ("%s: BAT: %m", f->path);
+    goto err;
+  }
+  if (full_pread (f->fd, raw, loaded * 4, h->table_offset) == -1) {
+    vhd_error ("%s: reading BAT: %m", f->path);
+    goto err;
+  }
+  for (i = 0; i < loaded; i++)
+    f->bat[i] = get_be32 (raw + 4 * i);
+  f->bat_loaded = loaded;
+
+  for (i = 0; i < f->n_blocks; i++) {
+    uint64_t start, end;
+    uint32_t j;
+
+    if (f->bat[i] == VHD_BAT_UNUSED)
+      continue;
+    start = (uint64_t) f->bat[i] * VHD_SECTOR;
+    end = start + block_needed_bytes (f, i);
+    if (end > data_limit) {
+      vhd_error ("%s: BAT entry %u (sector %u) points past the end of the "
+                 "file data (%" PRIu64 " bytes)", f->path, i, f->bat[i],
+                 data_limit);
+      goto inval;
+    }
+    if (overlaps (start, end, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
+        overlaps (start, end, h->table_offset, h->table_offset + bat_bytes)) {
+      vhd_error ("%s: BAT entry %u (sector %u) overlaps the header or the "
+                 "BAT", f->path, i, f->bat[i]);
+      goto inval;
+    }
+    for (j = 0; j < VHD_NUM_LOCATORS; j++) {
+      const struct vhd_locator *l = &h->loc[j];
+      if (f->type == VHD_TYPE_DIFF && l->code != 0 &&
+          overlaps (start, end, l->offset,
+                    l->offset + vhd_locator_space_bytes (l->space))) {
+        vhd_error ("%s: BAT entry %u (sector %u) overlaps parent locator "
+                   "%u", f->path, i, f->bat[i], j);
+        goto inval;
+      }
+    }
+    f->data_end = MAX (f->data_end,
+                       start + f->bitmap_bytes + f->block_size);
+    sorted[n_alloc++] = f->bat[i];
+  }
+
+  /* Two entries pointing into each other would let a write to one
+   * block change another. */
+  qsort (sorted, n_alloc, sizeof *sorted, compare_u32);
+  for (i = 1; i < n_alloc; i++) {
+    uint64_t prev_end = (uint64_t) sorted[i - 1] * VHD_SECTOR +
+                        f->bitmap_bytes + f->block_size;
+    if ((uint64_t) sorted[i] * VHD_SECTOR < prev_end &&
+        prev_end <= data_limit) {
+      vhd_error ("%s: BAT: blocks at sectors %u and %u overlap", f->path,
+                 sorted[i - 1], sorted[i]);
+      goto inval;
+    }
+  }
+  free (raw);
+  free (sorted);
+  return 0;
+
+ inval:
+  errno = EINVAL;
+ err:
+  free (raw);
+  free (sorted);
+  return -1;
+}
+
+int
+vhd_file_open (const char *path, bool writable,
+               const struct vhd_open_options *opts, struct vhd_file **out)
+{
+  struct vhd_file *f = calloc (1, sizeof *f);
+  struct stat st;
+  off_t end;
+
+  if (f == NULL) {
+    vhd_error ("%s: %m", path);
+    return -1;
+  }
+  f->fd = -1;
+  f->path = realpath (path, NULL);
+  if (f->path == NULL) {
+    vhd_error ("%s: %m", path);
+    goto err;
+  }
+  f->writable = writable;
+  f->fd = open (f->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (f->fd == -1) {
+    vhd_error ("%s: open%s: %m", f->path, writable ? " for writing" : "");
+    goto err;
+  }
+  if (fstat (f->fd, &st) == -1 || (end = lseek (f->fd, 0, SEEK_END)) == -1) {
+    vhd_error ("%s: %m", f->path);
+    goto err;
+  }
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+    vhd_error ("%s: not a regular file or block device", f->path);
+    errno = EINVAL;
+    goto err;
+  }
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+  f->file_size = end;
+
+  if (read_footer (f, opts) == -1 || check_footer_fields (f) == -1)
+    goto err;
+  if (f->type != VHD_TYPE_FIXED &&
+      (read_header (f, opts) == -1 || read_bat (f) == -1))
+    goto err;
+
+  *out = f;
+  return 0;
+
+ err:
+  vhd_file_close (f);
+  return -1;
+}
+
+void
+vhd_file_close (struct vhd_file *f)
+{
+  int saved_errno = errno;
+
+  if (f == NULL)
+    return;
+  if (f->fd >= 0)
+    close (f->fd);
+  free (f->path);
+  free (f->bat);
+  free (f->parent_name);
+  free (f);
+  errno = saved_errno;
+}
+
+uint64_t
+vhd_file_allocated_blocks (const struct vhd_file *f)
+{
+  uint64_t n = 0;
+  uint32_t i;
+
+  if (f->type == VHD_TYPE_FIXED)
+    return 0;
+  for (i = 0; i < f->n_blocks; i++)
+    n += bat_get (f, i) != VHD_BAT_UNUSED;
+  return n;
+}
+
+void
+vhd_file_footer_bytes (const struct vhd_file *f, uint8_t buf[VHD_FOOTER_SIZE])
+{
+  struct vhd_footer ft = f->footer;
+  vhd_footer_encode (&ft, buf);
+}
+
+const char *
+vhd_locator_code_name (uint32_t code, char buf[5])
+{
+  int i;
+
+  for (i = 0; i < 4; i++) {
+    char c = (code >> (24 - 8 * i)) & 0xff;
+    buf[i] = c >= 0x20 && c < 0x7f ? c : '?';
+  }
+  buf[4] = '\0';
+  return buf;
+}
+
+char *
+vhd_locator_text (const struct vhd_file *f, int i)
+{
+  const struct vhd_locator *l = &f->header.loc[i];
+  uint8_t *raw;
+  char *text = NULL;
+
+  if (f->type != VHD_TYPE_DIFF || l->code == 0 || l->length == 0 ||
+      l->length > 65536)
+    return NULL;
+  raw = malloc (l->length + 1);
+  if (raw == NULL)
+    return NULL;
+  if (full_pread (f->fd, raw, l->length, l->offset) == 0) {
+    switch (l->code) {
+    case VHD_LOC_W2RU: case VHD_LOC_W2KU:
+      text = vhd_utf16_to_utf8 (raw, l->length, false);
+      break;
+    case VHD_LOC_WI2R: case VHD_LOC_WI2K: case VHD_LOC_MACX:
+      raw[l->length] = '\0';
+      text = strdup ((char *) raw);
+      break;
+    }
+  }
+  free (raw);
+  return text;
+}

@@ -1,0 +1,118 @@
+/* nbdkit-vhd: helpers shared by the files of lib/ only. */
+#ifndef VHD_INTERNAL_H
+#define VHD_INTERNAL_H
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <string.h>
+#include <pthread.h>
+
+#include "vhd.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ROUND_UP(x, n) (((x) + (n) - 1) / (n) * (n))
+#define ROUND_DOWN(x, n) ((x) / (n) * (n))
+#define IS_POWER_OF_2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+
+static inline uint16_t get_be16 (const uint8_t *p)
+{ return (uint16_t) ((p[0] << 8) | p[1]); }
+static inline uint32_t get_be32 (const uint8_t *p)
+{ return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+         ((uint32_t) p[2] << 8) | p[3]; }
+static inline uint64_t get_be64 (const uint8_t *p)
+{ return ((uint64_t) get_be32 (p) << 32) | get_be32 (p + 4); }
+static inline void put_be16 (uint8_t *p, uint16_t v)
+{ p[0] = v >> 8; p[1] = v; }
+static inline void put_be32 (uint8_t *p, uint32_t v)
+{ p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
+static inline void put_be64 (uint8_t *p, uint64_t v)
+{ put_be32 (p, v >> 32); put_be32 (p + 4, (uint32_t) v); }
+
+/* Whole-buffer pread/pwrite: retry on EINTR and short transfers.  A
+ * short read at end of file is an error (EIO): callers only read
+ * what validation proved to be inside the file. */
+int full_pread (int fd, void *buf, size_t count, uint64_t offset);
+int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
+
+/* MSB-first sector bitmaps. */
+static inline bool bitmap_get (const uint8_t *bm, uint32_t i)
+{ return bm[i >> 3] & (0x80 >> (i & 7)); }
+static inline void bitmap_set (uint8_t *bm, uint32_t i)
+{ bm[i >> 3] |= (0x80 >> (i & 7)); }
+
+/* BAT entries are read by readers while a writer allocates. */
+static inline uint32_t bat_get (const struct vhd_file *f, uint32_t blk)
+{ return __atomic_load_n (&f->bat[blk], __ATOMIC_ACQUIRE); }
+static inline void bat_set (struct vhd_file *f, uint32_t blk, uint32_t v)
+{ __atomic_store_n (&f->bat[blk], v, __ATOMIC_RELEASE); }
+
+/* Byte offset of block blk's data area (after its bitmap). */
+static inline uint64_t block_data_offset (const struct vhd_file *f,
+                                          uint32_t entry)
+{ return (uint64_t) entry * VHD_SECTOR + f->bitmap_bytes; }
+
+/* resolve.c: per-block resolution of the chain, cached.
+ *
+ * A run says where sectors [rel, rel+n) of a block (numbered from the
+ * block start) come from: layer -1 is zeros, otherwise the layer index
+ * and the byte offset in that layer's file of sector rel. */
+struct run {
+  uint32_t rel;
+  uint32_t n;
+  int32_t layer;
+  uint64_t file_off;
+};
+
+struct block_entry {
+  struct run *below;            /* resolution by the layers under the top */
+  uint32_t n_below;
+  struct run *merged;           /* the whole chain: top bitmap over below */
+  uint32_t n_merged;
+  uint8_t *top_bitmap;          /* NULL while the top has no such block */
+  uint32_t top_entry;           /* the top's BAT entry when allocated */
+  bool dirty;                   /* top_bitmap differs from the file */
+};
+
+/* Block granularity of the cache: the top file's block. */
+uint32_t vhd_block_sectors (const struct vhd_chain *c, uint32_t blk);
+void vhd_cache_lock (struct vhd_chain *c, uint32_t blk);
+void vhd_cache_unlock (struct vhd_chain *c, uint32_t blk);
+/* With the block's lock held.  materialize: never return the shared
+ * all-zero entry, the caller is going to change the block. */
+struct block_entry *vhd_cache_get (struct vhd_chain *c, uint32_t blk,
+                                   bool materialize);
+int vhd_cache_read_locked (struct vhd_chain *c, const struct block_entry *e,
+                           void *buf, uint64_t count, uint64_t offset);
+bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
+                              uint32_t end);
+/* Record that sectors [rel, rel+n) now live in the top file.  Returns
+ * true if any bitmap bit changed, -1 on allocation failure. */
+int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
+                           uint32_t blk, uint32_t rel, uint32_t n);
+
+/* locator.c: open the parent of child, honouring the options. */
+int vhd_find_parent (const struct vhd_file *child,
+                     const struct vhd_open_options *opts,
+                     struct vhd_file **parent);
+/* Relative path from directory dir to file target (both absolute). */
+char *vhd_relative_path (const char *dir, const char *target);
+
+/* lock.c */
+int vhd_lock_file (struct vhd_file *f, bool exclusive);
+
+/* resolve.c */
+int vhd_cache_init (struct vhd_chain *c);
+void vhd_cache_free (struct vhd_chain *c);
+
+/* write.c */
+int vhd_writer_init (struct vhd_chain *c);
+void vhd_writer_free (struct vhd_chain *c);
+/* Compute where the next block of f may be placed. */
+uint64_t vhd_next_free (const struct vhd_file *f);
+
+/* The footer to write at EOF: the one in use, with a correct checksum. */
+void vhd_file_footer_bytes (const struct vhd_file *f,
+                            uint8_t buf[VHD_FOOTER_SIZE]);
+
+#endif /* VHD_INTERNAL_H */

@@ -1,0 +1,331 @@
+/* nbdkit-vhd-plugin: serve a VHD file and its whole parent chain.
+ *
+ * Thin glue over lib/: configuration, nbdkit callbacks, error mapping.
+ * One chain is opened per process in .get_ready (after configuration,
+ * before nbdkit forks and changes directory to /, so every relative
+ * path is resolved against the user's directory) and shared by all
+ * connections: that is what makes flush on one connection cover writes
+ * from every connection, so multi-conn is safe to advertise.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "vhd.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+/* Set with -D vhd.verbose=1: library debug messages. */
+NBDKIT_DLL_PUBLIC int vhd_debug_verbose = 0;
+
+static const char *filename;
+static const char **parent_files;
+static size_t n_parent_files;
+static const char **parent_dirs;
+static size_t n_parent_dirs;
+static struct vhd_open_options options;
+
+/* The chain, opened read-only by get_ready and made writable by the
+ * first connection that wants to write.  Under nbdkit -r, or a filter
+ * that opens the plugin read-only (overlay, cow), no connection does,
+ * so the top file is never opened for writing and is only share-locked,
+ * like the parents. */
+static struct vhd_chain *chain;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+message (enum vhd_msg_level level, const char *msg)
+{
+  switch (level) {
+  case VHD_MSG_ERROR:
+    nbdkit_error ("%s", msg);
+    break;
+  case VHD_MSG_WARNING:
+    /* Before the fork stderr is the user's terminal; afterwards it is
+     * wherever nbdkit sent it. */
+    fprintf (stderr, "nbdkit: vhd: warning: %s\n", msg);
+    nbdkit_debug ("warning: %s", msg);
+    break;
+  case VHD_MSG_DEBUG:
+    if (vhd_debug_verbose)
+      nbdkit_debug ("%s", msg);
+    break;
+  }
+}
+
+static void
+vhd_load (void)
+{
+  vhd_set_message_handler (message);
+}
+
+static void
+vhd_unload (void)
+{
+  if (chain && vhd_chain_close (chain) == -1)
+    nbdkit_error ("%s: flushing at exit failed", filename);
+  chain = NULL;
+  free (parent_files);
+  free (parent_dirs);
+}
+
+static int
+append (const char ***list, size_t *n, const char *value)
+{
+  const char **p = realloc (*list, (*n + 1) * sizeof *p);
+  if (p == NULL) {
+    nbdkit_error ("realloc: %m");
+    return -1;
+  }
+  *list = p;
+  p[(*n)++] = value;
+  return 0;
+}
+
+static int
+parse_bool_option (const char *key, const char *value, bool *out)
+{
+  int r = nbdkit_parse_bool (value);
+  if (r == -1)
+    return -1;
+  *out = r;
+  return 0;
+}
+
+static int
+vhd_config (const char *key, const char *value)
+{
+  if (strcmp (key, "file") == 0) {
+    if (filename) {
+      nbdkit_error ("file parameter given twice");
+      return -1;
+    }
+    filename = value;
+  }
+  else if (strcmp (key, "parent") == 0)
+    return append (&parent_files, &n_parent_files, value);
+  else if (strcmp (key, "parent-dir") == 0)
+    return append (&parent_dirs, &n_parent_dirs, value);
+  else if (strcmp (key, "ignore-checksums") == 0)
+    return parse_bool_option (key, value, &options.ignore_checksums);
+  else if (strcmp (key, "ignore-id-mismatch") == 0)
+    return parse_bool_option (key, value, &options.ignore_id_mismatch);
+  else if (strcmp (key, "max-depth") == 0) {
+    if (nbdkit_parse_unsigned ("max-depth", value, &options.max_depth) == -1)
+      return -1;
+    if (options.max_depth == 0) {
+      nbdkit_error ("max-depth must be at least 1");
+      return -1;
+    }
+  }
+  else {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vhd_config_complete (void)
+{
+  if (filename == NULL) {
+    nbdkit_error ("you must supply the file=<FILENAME> parameter");
+    return -1;
+  }
+  return 0;
+}
+
+#define vhd_config_help \
+  "[file=]<FILENAME>      (required) The VHD file to serve (the top of the chain).\n" \
+  "parent=<FILE>          A candidate parent file (repeatable); matched by unique id.\n" \
+  "parent-dir=<DIR>       Directory to search for parents by name (repeatable).\n" \
+  "ignore-checksums=true  Open files whose footer/header checksums are wrong.\n" \
+  "ignore-id-mismatch=true Accept a parent whose unique id differs (risky).\n" \
+  "max-depth=<N>          Refuse chains deeper than N layers (default 256)."
+
+/* Open the chain now: errors reach the user's terminal, and relative
+ * paths (ours and those in parent locators) are resolved before nbdkit
+ * changes directory to /. */
+static int
+vhd_get_ready (void)
+{
+  options.parent_files = parent_files;
+  options.n_parent_files = n_parent_files;
+  options.parent_dirs = parent_dirs;
+  options.n_parent_dirs = n_parent_dirs;
+  options.readonly = true;
+  return vhd_chain_open (filename, &options, &chain);
+}
+
+static void *
+vhd_open (int readonly)
+{
+  int r = 0;
+
+  if (!readonly) {
+    pthread_mutex_lock (&open_lock);
+    r = vhd_chain_make_writable (chain);
+    pthread_mutex_unlock (&open_lock);
+  }
+  return r == 0 ? NBDKIT_HANDLE_NOT_NEEDED : NULL;
+}
+
+static int64_t
+vhd_get_size (void *handle)
+{
+  return chain->size;
+}
+
+static int
+vhd_can_write (void *handle)
+{
+  return chain->writable;
+}
+
+static int
+vhd_can_multi_conn (void *handle)
+{
+  return 1;
+}
+
+static int
+vhd_can_zero (void *handle)
+{
+  return chain->writable;
+}
+
+static int
+vhd_can_trim (void *handle)
+{
+  return chain->writable;
+}
+
+static int
+vhd_can_fua (void *handle)
+{
+  return NBDKIT_FUA_EMULATE;
+}
+
+static int
+vhd_can_extents (void *handle)
+{
+  return 1;
+}
+
+static int
+vhd_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                uint32_t *maximum)
+{
+  /* Any alignment works (sub-sector writes are merged with the chain's
+   * content), but 4 KiB requests avoid the read-modify-write. */
+  *minimum = 1;
+  *preferred = 4096;
+  *maximum = 32 * 1024 * 1024;
+  return 0;
+}
+
+static int
+vhd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+           uint32_t flags)
+{
+  return vhd_chain_pread (chain, buf, count, offset);
+}
+
+static int
+vhd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
+            uint32_t flags)
+{
+  return vhd_chain_pwrite (chain, buf, count, offset);
+}
+
+static int
+vhd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  /* Zeroing costs a write of zeros wherever any layer holds data, so it
+   * is not "fast". */
+  if (flags & NBDKIT_FLAG_FAST_ZERO) {
+    nbdkit_set_error (ENOTSUP);
+    return -1;
+  }
+  return vhd_chain_zero (chain, count, offset);
+}
+
+/* Trim is advisory in NBD.  Deallocating in a differencing disk would
+ * expose the parent's data, and a dynamic disk cannot give space back
+ * without compaction, so trim keeps the current content. */
+static int
+vhd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return 0;
+}
+
+static int
+vhd_flush (void *handle, uint32_t flags)
+{
+  return vhd_chain_flush (chain);
+}
+
+static int
+add_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
+{
+  return nbdkit_add_extent (opaque, offset, len,
+                            layer < 0 ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO
+                                      : 0);
+}
+
+static int
+vhd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
+             struct nbdkit_extents *extents)
+{
+  /* REQ_ONE: the first block answers it; the rest is a bonus nbdkit
+   * trims, so stop after one block's worth. */
+  if (flags & NBDKIT_FLAG_REQ_ONE)
+    count = 1;
+  return vhd_chain_extents (chain, offset, count, add_extent, extents);
+}
+
+static void
+vhd_dump_plugin (void)
+{
+  printf ("vhd_version=%s\n", PACKAGE_VERSION);
+  printf ("vhd_max_depth=%d\n", VHD_DEFAULT_MAX_DEPTH);
+}
+
+static struct nbdkit_plugin plugin = {
+  .name              = "vhd",
+  .longname          = "nbdkit VHD plugin (fixed, dynamic, differencing chains)",
+  .version           = PACKAGE_VERSION,
+  .load              = vhd_load,
+  .unload            = vhd_unload,
+  .config            = vhd_config,
+  .config_complete   = vhd_config_complete,
+  .config_help       = vhd_config_help,
+  .magic_config_key  = "file",
+  .get_ready         = vhd_get_ready,
+  .open              = vhd_open,
+  .get_size          = vhd_get_size,
+  .block_size        = vhd_block_size,
+  .can_write         = vhd_can_write,
+  .can_multi_conn    = vhd_can_multi_conn,
+  .can_zero          = vhd_can_zero,
+  .can_trim          = vhd_can_trim,
+  .can_fua           = vhd_can_fua,
+  .can_extents       = vhd_can_extents,
+  .pread             = vhd_pread,
+  .pwrite            = vhd_pwrite,
+  .zero              = vhd_zero,
+  .trim              = vhd_trim,
+  .flush             = vhd_flush,
+  .extents           = vhd_extents,
+  .dump_plugin       = vhd_dump_plugin,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

@@ -1,0 +1,112 @@
+/* vhdtool: helpers shared by the commands. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "vhdtool.h"
+
+const char *progname = "vhdtool";
+static char last_error[1024];
+
+static void
+message (enum vhd_msg_level level, const char *msg)
+{
+  if (level == VHD_MSG_DEBUG)
+    return;
+  if (level == VHD_MSG_ERROR)
+    snprintf (last_error, sizeof last_error, "%s", msg);
+  fprintf (stderr, "%s: %s%s\n", progname,
+           level == VHD_MSG_WARNING ? "warning: " : "", msg);
+}
+
+void
+tool_init (void)
+{
+  vhd_set_message_handler (message);
+}
+
+const char *
+tool_last_error (void)
+{
+  return last_error;
+}
+
+void
+usage_error (const char *fs, ...)
+{
+  va_list args;
+
+  fprintf (stderr, "%s: ", progname);
+  va_start (args, fs);
+  vfprintf (stderr, fs, args);
+  va_end (args);
+  fprintf (stderr, "\nTry '%s --help' for more information.\n", progname);
+}
+
+/* "8G", "100MiB", "512k", "1T", "4096": binary multiples. */
+int
+parse_size (const char *s, uint64_t *out)
+{
+  static const char suffixes[] = "KMGTPE";
+  char *end;
+  unsigned long long v;
+  const char *p;
+  int shift = 0;
+
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  v = strtoull (s, &end, 10);
+  if (errno)
+    return -1;
+  if (*end) {
+    p = strchr (suffixes, *end >= 'a' ? *end - 32 : *end);
+    if (p == NULL)
+      return (strcasecmp (end, "b") == 0) ? (*out = v, 0) : -1;
+    shift = 10 * (p - suffixes + 1);
+    end++;
+    if (*end && strcasecmp (end, "b") != 0 && strcasecmp (end, "ib") != 0)
+      return -1;
+  }
+  if (shift && v > (UINT64_MAX >> shift))
+    return -1;
+  *out = (uint64_t) v << shift;
+  return 0;
+}
+
+void
+json_string (FILE *fp, const char *s)
+{
+  fputc ('"', fp);
+  for (; s && *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\')
+      fprintf (fp, "\\%c", c);
+    else if (c < 0x20)
+      fprintf (fp, "\\u%04x", c);
+    else
+      fputc (c, fp);
+  }
+  fputc ('"', fp);
+}
+
+void
+human_size (uint64_t bytes, char *buf, size_t len)
+{
+  static const char *units[] = { "bytes", "KiB", "MiB", "GiB", "TiB" };
+  double v = bytes;
+  int u = 0;
+
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf (buf, len, "%" PRIu64 " bytes", bytes);
+  else
+    snprintf (buf, len, "%.1f %s", v, units[u]);
+}

@@ -1,0 +1,64 @@
+/* vhdtool: create and inspect VHD files (Hyper-V semantics). */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "vhdtool.h"
+
+static const struct command {
+  const char *name;
+  int (*fn) (int argc, char **argv);
+  const char *summary;
+} commands[] = {
+  { "create", cmd_create, "create a fixed, dynamic or differencing VHD" },
+  { "info", cmd_info, "show a VHD's metadata and its resolved chain" },
+};
+
+static void
+usage (FILE *fp)
+{
+  size_t i;
+
+  fprintf (fp,
+           "Usage: %s COMMAND [OPTIONS] ARGS...\n"
+           "\n"
+           "Commands:\n", progname);
+  for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf (fp, "  %-8s %s\n", commands[i].name, commands[i].summary);
+  fprintf (fp,
+           "\n"
+           "  vhdtool create [-t fixed|dynamic] [-b BLOCK_SIZE] FILE SIZE\n"
+           "  vhdtool create -p PARENT [-b BLOCK_SIZE] FILE\n"
+           "  vhdtool info [--json] [--ignore-checksums] [--ignore-id-mismatch]\n"
+           "               [--parent FILE]... [--parent-dir DIR]... FILE\n"
+           "\n"
+           "Run '%s COMMAND --help' for a command's options; see vhdtool(1).\n"
+           "Exit status: 0 success, 1 failure, 2 bad usage.\n", progname);
+}
+
+int
+main (int argc, char **argv)
+{
+  size_t i;
+
+  tool_init ();
+  if (argc < 2) {
+    usage (stderr);
+    return EXIT_USAGE;
+  }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0 ||
+      strcmp (argv[1], "help") == 0) {
+    usage (stdout);
+    return EXIT_OK;
+  }
+  if (strcmp (argv[1], "--version") == 0 || strcmp (argv[1], "-V") == 0) {
+    printf ("vhdtool %s\n", PACKAGE_VERSION);
+    return EXIT_OK;
+  }
+  for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp (argv[1], commands[i].name) == 0)
+      return commands[i].fn (argc - 1, argv + 1);
+  usage_error ("unknown command '%s'", argv[1]);
+  return EXIT_USAGE;
+}
