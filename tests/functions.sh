@@ -1,0 +1,134 @@
+# Sourced by every shell test: TAP output, a private temporary
+# directory, and the paths of what is being tested.
+#
+#   . "${top_srcdir:-.}/tests/functions.sh"
+#   check "what it shows" command args...
+#   check_fails "what it shows" 'regex the output must match' command...
+#   done_testing
+#
+# A test may also call pass/fail directly.  skip_all prints the TAP
+# whole-file skip (exit 77 would be an error under the TAP driver).
+
+set -u
+
+# nbdsh is "python3 -m nbd": the system python has the module, a
+# python first on PATH from elsewhere may not.
+export PATH="/usr/bin:$PATH"
+
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+top_builddir=${top_builddir:-$top_srcdir}
+PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
+VHDTOOL="$top_builddir/tools/vhdtool"
+VHDGEN="/usr/bin/python3 $top_srcdir/tests/vhdgen.py"
+# Real images made by other producers, beside the checkout.
+IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
+
+_tap_n=0
+_tap_failed=0
+_cleanup_fns=()
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/vhdtest.XXXXXX")
+
+_cleanup () {
+  local fn
+  for fn in "${_cleanup_fns[@]+"${_cleanup_fns[@]}"}"; do
+    eval "$fn" || :
+  done
+  rm -rf "$tmp"
+}
+trap _cleanup EXIT INT TERM
+
+# Register a command to run at exit (before the directory goes).
+cleanup_fn () {
+  _cleanup_fns+=("$*")
+}
+
+pass () {
+  _tap_n=$((_tap_n + 1))
+  echo "ok $_tap_n - $*"
+}
+
+fail () {
+  _tap_n=$((_tap_n + 1))
+  _tap_failed=$((_tap_failed + 1))
+  echo "not ok $_tap_n - $*"
+}
+
+skip () {
+  _tap_n=$((_tap_n + 1))
+  echo "ok $_tap_n # SKIP $*"
+}
+
+skip_all () {
+  echo "1..0 # SKIP $*"
+  exit 0
+}
+
+# Show a file's content as TAP diagnostics.
+diag_file () {
+  sed 's/^/#   /' "$1" | head -n 40
+}
+
+# check DESC CMD...: passes if CMD exits 0.
+check () {
+  local desc=$1
+  shift
+  if "$@" > "$tmp/.out" 2>&1; then
+    pass "$desc"
+  else
+    fail "$desc (exit $?)"
+    diag_file "$tmp/.out"
+  fi
+}
+
+# check_fails DESC REGEX CMD...: passes if CMD exits non-zero and its
+# output (stdout and stderr) matches the extended regex.
+check_fails () {
+  local desc=$1 re=$2 st=0
+  shift 2
+  "$@" > "$tmp/.out" 2>&1 || st=$?
+  if [ "$st" -ne 0 ] && grep -Eq -- "$re" "$tmp/.out"; then
+    pass "$desc"
+  else
+    fail "$desc (exit $st, wanted non-zero and /$re/)"
+    diag_file "$tmp/.out"
+  fi
+}
+
+# check_same DESC FILE1 FILE2: byte-identical files.
+check_same () {
+  if cmp "$2" "$3" > "$tmp/.out" 2>&1; then
+    pass "$1"
+  else
+    fail "$1"
+    diag_file "$tmp/.out"
+  fi
+}
+
+done_testing () {
+  echo "1..$_tap_n"
+  [ "$_tap_failed" -eq 0 ]
+}
+
+# serve ARGS... -- COMMAND: run COMMAND (a shell string using "$uri")
+# against the plugin serving ARGS, captive (nbdkit -U - --run).
+serve () {
+  local args=()
+  while [ "$1" != "--" ]; do
+    args+=("$1")
+    shift
+  done
+  shift
+  nbdkit -U - "$PLUGIN" "${args[@]}" --run "$1"
+}
+
+# The guest-visible content of a VHD chain as a raw file, via nbdcopy.
+read_all () {
+  local out=$1
+  shift
+  serve -r "$@" -- "nbdcopy \"\$uri\" '$out'"
+}
+
+[ -x "$VHDTOOL" ] && [ -f "$PLUGIN" ] ||
+  skip_all "not built (run make first)"
+command -v nbdkit > /dev/null || skip_all "nbdkit not installed"

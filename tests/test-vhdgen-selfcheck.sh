@@ -14,11 +14,18 @@ srcdir=$(cd "$(dirname "$0")" && pwd)
 VHDGEN=("/usr/bin/python3" "$srcdir/vhdgen.py")
 images=${VHD_IMAGES_DIR:-$srcdir/../../shared/images}
 
+for prog in /usr/bin/python3 qemu-img qemu-io; do
+    if ! command -v "$prog" >/dev/null; then
+        echo "1..0 # SKIP $prog not installed"
+        exit 0
+    fi
+done
+
 tmp=$(mktemp -d)
 mounts=()
 cleanup() {
     local m
-    for m in "${mounts[@]}"; do
+    for m in ${mounts[@]+"${mounts[@]}"}; do
         umount "$m" 2>/dev/null || fusermount -u "$m" 2>/dev/null ||
             fusermount3 -u "$m" 2>/dev/null
     done
@@ -207,8 +214,8 @@ EOF
     qemu_cmp "$tmp/dynlay/out" lay.vhd
 }
 
-# Tiny blocks (bitmap of 1 byte padded to a sector), shuffled, BAT after
-# a data_start gap.
+# Tiny blocks (bitmap of 1 byte padded to a sector), shuffled, first block
+# only at data_start (a gap after the BAT).
 case_qemu_dynamic_small_blocks() {
     gen dynsmall <<'EOF' || return 1
 { "size": 262144, "seed": 9, "block_size": 4096, "layers": [
@@ -292,6 +299,104 @@ EOF
         sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')
     echo "qemu virtual size of a vpc-creator 100 MiB disk: $vsize"
     [ "$vsize" = 104761344 ]
+}
+
+# Independent (not vhdgen's) checksum of the dynamic header: valid normally,
+# invalid with bad_header_checksum.  qemu does not check this one.
+case_header_checksum() {
+    gen hck <<'EOF' || return 1
+{ "size": 1048576, "layers": [
+  { "file": "good.vhd", "writes": [[0, 512]] },
+  { "file": "bad.vhd", "type": "differencing", "bad_header_checksum": true } ] }
+EOF
+    /usr/bin/python3 - "$tmp/hck/out/good.vhd" "$tmp/hck/out/bad.vhd" <<'EOF'
+import struct, sys
+def header_ok(path):
+    with open(path, "rb") as f:
+        f.seek(512)
+        h = bytearray(f.read(1024))
+    stored = struct.unpack(">I", h[36:40])[0]
+    h[36:40] = b"\0\0\0\0"
+    return h[:8] == b"cxsparse" and stored == (~sum(h) & 0xffffffff)
+print(header_ok(sys.argv[1]), header_ok(sys.argv[2]))
+sys.exit(0 if header_ok(sys.argv[1]) and not header_ok(sys.argv[2]) else 1)
+EOF
+}
+
+# Locator entries and data, parsed independently: code, byte or sector
+# count space, length, sector-aligned offset, encoding, padding, and the
+# parent name in UTF-16BE.
+case_locators_raw() {
+    gen loc <<'EOF' || return 1
+{ "size": 1048576, "layers": [
+  { "file": "parents/base.vhd" },
+  { "file": "child.vhd", "type": "differencing",
+    "parent_name": "C:\\Fo\u00f6\\base.vhd",
+    "locators": [
+      { "code": "W2ku", "path": "C:\\Fo\u00f6\\base.vhd" },
+      { "code": "W2ru", "path": "..\\parents\\base.vhd", "space": 65536 },
+      { "code": "Wi2r", "path": ".\\parents\\base.vhd",
+        "space": 1024, "space_in_sectors": true },
+      { "code": "MacX", "path": "file://./parents/base.vhd" } ],
+    "layout": { "bat_offset": 8192 } } ] }
+EOF
+    /usr/bin/python3 - "$tmp/loc/out/child.vhd" <<'EOF'
+import struct, sys
+want = [(b"W2ku", "C:\\Fo\u00f6\\base.vhd".encode("utf-16-le"), 512),
+        (b"W2ru", "..\\parents\\base.vhd".encode("utf-16-le"), 65536),
+        (b"Wi2r", b".\\parents\\base.vhd", 2),
+        (b"MacX", b"file://./parents/base.vhd", 512)]
+data = open(sys.argv[1], "rb").read()
+hdr = data[512:1536]
+assert struct.unpack(">Q", hdr[16:24])[0] == 8192, "BAT offset"
+name = hdr[64:576].decode("utf-16-be").rstrip("\0")
+assert name == "C:\\Fo\u00f6\\base.vhd", name
+used = [(0, 1536), (8192, 8704)]
+for slot in range(8):
+    code, space, length, res, off = struct.unpack(">4sIIIQ", hdr[576 + 24 * slot:600 + 24 * slot])
+    if slot >= len(want):
+        assert code == b"\0" * 4 and space == length == off == 0, slot
+        continue
+    wcode, wdata, wspace = want[slot]
+    assert (code, space, length, res) == (wcode, wspace, len(wdata), 0), (slot, code, space, length)
+    assert off % 512 == 0 and data[off:off + length] == wdata, slot
+    nbytes = space * 512 if space < 512 else space
+    assert data[off + length:off + nbytes] == bytes(nbytes - length), "padding"
+    for s, e in used:
+        assert off + nbytes <= s or off >= e, "overlap"
+    used.append((off, off + nbytes))
+print("ok")
+EOF
+}
+
+# A wrong parent id is really wrong: libvhdi refuses the chain.
+case_wrong_parent_id() {
+    gen wrongid <<'EOF' || return 1
+{ "size": 1048576, "layers": [
+  { "file": "base.vhd", "writes": [[0, 4096]] },
+  { "file": "child.vhd", "type": "differencing", "wrong_parent_id": true,
+    "writes": [[512, 512]] } ] }
+EOF
+    fuse_usable || { skip "$fuse_state"; return; }
+    mkdir -p "$tmp/wrongid/mnt"
+    if vhdimount_to "$tmp/wrongid/out/child.vhd" "$tmp/wrongid/mnt"; then
+        echo "vhdimount accepted a wrong parent id"
+        return 1
+    fi
+    return 0
+}
+
+# 511-byte EOF footer on a dynamic disk: qemu reads the copy at offset 0.
+case_footer511_dynamic() {
+    gen d511 <<'EOF' || return 1
+{ "size": 2097152, "block_size": 524288, "layers": [
+  { "file": "d511.vhd", "writes": [[0, 512], [1048576, 70000]],
+    "layout": { "footer511": true, "gap_sectors": 2 } } ] }
+EOF
+    local f=$tmp/d511/out/d511.vhd
+    [ "$(tail -c 511 "$f" | head -c 8)" = conectix ] || return 1
+    [ $(( $(stat -c %s "$f") % 512 )) = 511 ] || return 1
+    qemu_cmp "$tmp/d511/out" d511.vhd
 }
 
 # Negative control: the comparison really notices a changed data byte.
@@ -516,6 +621,10 @@ cases=(
     "fixed disk with a 511-byte footer:case_footer511_fixed"
     "qemu rejects bad_footer_checksum, dump notices:case_qemu_bad_checksum"
     "CHS geometry agrees with qemu:case_chs_geometry"
+    "dynamic header checksum, checked independently:case_header_checksum"
+    "locator entries and data as specified:case_locators_raw"
+    "libvhdi refuses a wrong_parent_id chain:case_wrong_parent_id"
+    "qemu: dynamic with a 511-byte EOF footer:case_footer511_dynamic"
     "negative control: a corrupted data byte is detected:case_negative_control"
     "expected.raw is deterministic, layers differ:case_deterministic"
     "libvhdi: dynamic bitmap honoured over stale data:case_libvhdi_dynamic_stale"

@@ -233,6 +233,23 @@ def sector_data(seed, layer_index, sector):
 
 # ----------------------------------------------------------------- spec
 
+SPEC_KEYS = {"size", "seed", "block_size", "creator", "layers"}
+LAYER_KEYS = {"file", "type", "size", "block_size", "writes", "full_blocks",
+              "layout", "locators", "parent", "parent_name",
+              "parent_timestamp", "wrong_parent_id", "unique_id", "timestamp",
+              "creator", "creator_version", "creator_os",
+              "bad_footer_checksum", "bad_header_checksum", "expected"}
+LOCATOR_KEYS = {"code", "path", "space", "space_in_sectors", "offset",
+                "encoding"}
+
+
+def check_keys(d, known, what):
+    """Unknown keys are errors: a typo must not silently do nothing."""
+    unknown = set(d) - known
+    if unknown:
+        raise SpecError("%s: unknown keys %s" % (what, sorted(unknown)))
+
+
 class Layer:
     """One layer of the spec, validated, with everything the writers need."""
 
@@ -242,6 +259,7 @@ class Layer:
         self.raw = raw
         if not isinstance(raw, dict):
             raise SpecError("layer %d is not an object" % index)
+        check_keys(raw, LAYER_KEYS, "layer %d" % index)
         self.file = self._req_str("file")
         self.type = raw.get("type", "dynamic")
         if self.type not in DISK_TYPES:
@@ -327,13 +345,10 @@ class Layer:
 
     def _parse_layout(self):
         lay = dict(self.raw.get("layout", {}))
-        known = {"bat_offset", "bat_extra_entries", "block_order",
-                 "data_start", "gap_sectors", "align_data_4k", "stale_fill",
-                 "footer511", "no_eof_footer"}
-        unknown = set(lay) - known
-        if unknown:
-            raise SpecError("%s: unknown layout keys %s"
-                            % (self.file, sorted(unknown)))
+        check_keys(lay, {"bat_offset", "bat_extra_entries", "block_order",
+                         "data_start", "gap_sectors", "align_data_4k",
+                         "stale_fill", "footer511", "no_eof_footer"},
+                   "%s: layout" % self.file)
         bat = lay.get("bat_offset", METADATA_START)
         if bat != "after_locators":
             bat = self._int(bat, "bat_offset")
@@ -354,6 +369,8 @@ class Layer:
                                 % self.file)
         lay["gap_sectors"] = self._int(lay.get("gap_sectors", 0), "gap_sectors")
         lay["stale_fill"] = self._int(lay.get("stale_fill", 0), "stale_fill")
+        if not 0 <= lay["stale_fill"] <= 255:
+            raise SpecError("%s: stale_fill must be a byte" % self.file)
         for key in ("align_data_4k", "footer511", "no_eof_footer"):
             lay[key] = self._bool(lay, key)
         if lay["no_eof_footer"] and self.type == "fixed":
@@ -386,6 +403,10 @@ class Layer:
     def _parse_locators(self):
         locs = []
         for loc in self.raw.get("locators", []):
+            if not isinstance(loc, dict):
+                raise SpecError("%s: locator %r is not an object"
+                                % (self.file, loc))
+            check_keys(loc, LOCATOR_KEYS, "%s: locator" % self.file)
             code = loc.get("code")
             if not isinstance(code, str) or len(code) != 4:
                 raise SpecError("%s: locator code %r must be 4 chars"
@@ -481,6 +502,7 @@ def load_spec(path):
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) \
             or not spec["layers"]:
         raise SpecError("spec needs a non-empty \"layers\" list")
+    check_keys(spec, SPEC_KEYS, "spec")
     seed = spec.get("seed", 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError("seed must be an integer")
@@ -695,13 +717,13 @@ def write_sparse(layer, path):
 # ----------------------------------------------------------------- model
 
 def model_owners(layer):
-    """sector -> owning layer for every sector whose content is non-trivial.
+    """sector -> the layer whose data the chain of `layer` shows there.
 
-    Sectors missing from the result read as zero."""
+    Painting from the base up makes the layer nearest the top win.  The
+    base (fixed or dynamic) ends the chain, so sectors nobody holds are
+    missing from the result and read as zero."""
     owners = {}
     for lay in reversed(layer.chain()):          # base first, top last
-        if lay.type != "differencing":
-            owners.clear()                       # a base defines everything
         for s in lay.held:
             owners[s] = lay
     return owners
@@ -760,11 +782,15 @@ def cmd_make(spec_path, outdir):
             plan = write_sparse(layer, path)
         manifest["layers"].append(manifest_entry(layer, plan))
         if layer.expected:
-            write_expected(layer, os.path.join(outdir, layer.expected))
+            path = os.path.join(outdir, layer.expected)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            write_expected(layer, path)
     write_expected(layers[-1], os.path.join(outdir, "expected.raw"))
     with open(os.path.join(outdir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+        # One layer per line: readable and still small for big "held" lists.
+        f.write('{"top": %s, "layers": [\n' % json.dumps(manifest["top"]))
+        f.write(",\n".join(json.dumps(e) for e in manifest["layers"]))
+        f.write("\n]}\n")
 
 
 # ----------------------------------------------------------------- dump
@@ -871,9 +897,13 @@ def dump_info(path):
             return info
         f.seek(0)
         copy = f.read(512)
-        info["footer_copy_at_0"] = ("identical" if copy == fbuf
-                                    else "differs" if copy[:8] == b"conectix"
-                                    else "missing")
+        if source == "offset0":
+            info["footer_copy_at_0"] = "used (no EOF footer)"
+        elif copy == fbuf:
+            info["footer_copy_at_0"] = "identical"
+        else:
+            info["footer_copy_at_0"] = ("differs" if copy[:8] == b"conectix"
+                                        else "missing")
         f.seek(ft["data_offset"])
         hbuf = f.read(HEADER_SIZE)
         if len(hbuf) != HEADER_SIZE:
@@ -919,6 +949,9 @@ def dump_locators(f, raw):
 
 def dump_bat(f, hd, current_size):
     n, bs = hd["max_table_entries"], hd["block_size"]
+    if hd["table_offset"] + n * 4 > os.fstat(f.fileno()).st_size:
+        raise SpecError("BAT (%d entries at %d) extends past end of file"
+                        % (n, hd["table_offset"]))
     f.seek(hd["table_offset"])
     raw = f.read(n * 4)
     if len(raw) != n * 4:
@@ -987,7 +1020,8 @@ def main(argv):
     except SpecError as e:
         print("vhdgen: %s" % e, file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, ValueError, OverflowError, struct.error) as e:
+        # ValueError etc.: malformed numbers in a foreign file being dumped.
         print("vhdgen: %s" % e, file=sys.stderr)
         return 1
     return 0
