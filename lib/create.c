@@ -268,7 +268,7 @@ vhd_create (const char *path, const struct vhd_create_params *params)
   }
   fd = mkostemp (tmp, O_CLOEXEC);
   if (fd == -1) {
-    vhd_error ("%s: %m", tmp);
+    vhd_error ("%s: cannot create a file there: %m", path);
     goto out;
   }
   if (fchmod (fd, 0644) == -1 || write_image (fd, &p, &pi, path) == -1)

@@ -9,10 +9,12 @@
  */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -49,6 +51,52 @@ lock_holder (const struct vhd_file *f)
   return pid;
 }
 
+/* flock records the process that took the lock, and a daemon takes its
+ * locks before it forks into the background: that pid may be gone.
+ * Then look for a live process that has the file open. */
+static bool
+process_exists (long pid)
+{
+  char path[64];
+  snprintf (path, sizeof path, "/proc/%ld", pid);
+  return access (path, F_OK) == 0;
+}
+
+static long
+process_with_file_open (const struct vhd_file *f)
+{
+  DIR *proc = opendir ("/proc");
+  struct dirent *p;
+  long found = -1;
+
+  if (proc == NULL)
+    return -1;
+  while (found == -1 && (p = readdir (proc)) != NULL) {
+    long pid = atol (p->d_name);
+    char path[300];
+    DIR *fds;
+    struct dirent *fd;
+
+    if (pid <= 0 || pid == (long) getpid ())
+      continue;
+    snprintf (path, sizeof path, "/proc/%ld/fd", pid);
+    if ((fds = opendir (path)) == NULL)
+      continue;
+    while ((fd = readdir (fds)) != NULL) {
+      struct stat st;
+      snprintf (path, sizeof path, "/proc/%ld/fd/%s", pid, fd->d_name);
+      if (fd->d_name[0] != '.' && stat (path, &st) == 0 &&
+          st.st_dev == f->dev && st.st_ino == f->ino) {
+        found = pid;
+        break;
+      }
+    }
+    closedir (fds);
+  }
+  closedir (proc);
+  return found;
+}
+
 static void
 process_name (long pid, char *buf, size_t len)
 {
@@ -78,6 +126,8 @@ vhd_lock_file (struct vhd_file *f, bool exclusive)
     return -1;
   }
   pid = lock_holder (f);
+  if (pid <= 0 || !process_exists (pid))
+    pid = process_with_file_open (f);
   if (pid > 0) {
     process_name (pid, name, sizeof name);
     vhd_error ("%s: file is in use: locked by process %ld (%s); refusing "

@@ -382,7 +382,8 @@ json_check "info --json fixed: no block-size, allocated = size" "$d/c/fixed.info
   j["type"] == "fixed" and j["virtual-size"] == 8388608 and
   "block-size" not in j and j["unique-id"] == E["fixed_id"] and
   j["allocated"] == 8388608 and j["file-size"] == 8388608 + 512'
-export child_id=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["footer"]["unique_id"])' "$d/c/child.json")
+child_id=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["footer"]["unique_id"])' "$d/c/child.json")
+export child_id
 json_check "info --json child: parent-id is the parent's unique-id" "$d/c/child.info.json" '
   j["type"] == "differencing" and j["virtual-size"] == 8388608 and
   j["block-size"] == 2097152 and j["unique-id"] == E["child_id"] and

@@ -1,6 +1,7 @@
 /* vhdtool: create and inspect VHD files (Hyper-V semantics). */
 #include <config.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,8 +58,13 @@ main (int argc, char **argv)
     return EXIT_OK;
   }
   for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (strcmp (argv[1], commands[i].name) == 0)
+    if (strcmp (argv[1], commands[i].name) == 0) {
+      /* getopt prefixes its own messages with argv[0]. */
+      static char name[64];
+      snprintf (name, sizeof name, "%s %s", progname, commands[i].name);
+      argv[1] = name;
       return commands[i].fn (argc - 1, argv + 1);
+    }
   usage_error ("unknown command '%s'", argv[1]);
   return EXIT_USAGE;
 }
