@@ -105,6 +105,7 @@ peak = 0
 def run(queue):
     """queue: list of (handle index, kind, args).  Keep up to
     MAX_IN_FLIGHT commands in flight per handle until all are done."""
+    global peak
     pending = [[] for _ in hs]
     for q in queue:
         pending[q[0]].append(q)
@@ -139,7 +140,6 @@ def run(queue):
         for i in range(len(hs)):
             submit(i)
         busy = [h for h in hs if h.aio_in_flight() > 0]
-        global peak
         peak = max(peak, sum(h.aio_in_flight() for h in busy))
         if not busy:
             break
@@ -211,7 +211,8 @@ for bs in 2M 64K; do
   # A daemon, so that it can be killed hard after the flush.
   nbdkit -U "$sock" -P "$pidf" "$PLUGIN" "$tmp/aio$bs.vhd"
   for _ in $(seq 100); do [ -s "$pidf" ] && break; sleep 0.1; done
-  pid=$(cat "$pidf")
+  check "aio $bs: nbdkit daemon started" test -s "$pidf"
+  pid=$(cat "$pidf" 2> /dev/null || echo 0)
   cleanup_fn "kill -9 $pid 2> /dev/null"
   # Three rounds over 5 MiB that start and end mid-sector and cross
   # several blocks (both sizes) and the parent's data and holes.

@@ -348,6 +348,33 @@ serve -r g2.vhd -- 'nbdinfo --map --json "$uri"' > map2.json
 check "nbdinfo --map of the 64K/2M/64K chain" \
   $PY extents.py map2.json model2.raw model2.raw.log
 
+# Extreme block sizes: 4M (2-sector bitmap) <- 4K <- 512 <- 16M
+# (4-sector bitmap, larger than the disk).
+check "create a 4M dynamic base" "$VHDTOOL" create -b 4M b3.vhd $SIZE
+check "create a 4K child" "$VHDTOOL" create -p b3.vhd -b 4K c3.vhd
+check "create a 512-byte-block grandchild" "$VHDTOOL" create -p c3.vhd -b 512 g3.vhd
+check "create a 16M great-grandchild" "$VHDTOOL" create -p g3.vhd -b 16M t3.vhd
+truncate -s $SIZE model3.raw
+printf 'r 11 60 300000\nw 4*M-1 2 111\n' > ops-b3
+printf 'r 12 200 9000\nz 2*M+5 10000\n' > ops-c3
+printf 'r 13 300 1500\nw SIZE-513 513 131\n' > ops-g3
+printf 'r 14 200 20000\nz 100 700\nz 8*M-3 6\nv\n' > ops-t3
+for f in b3 c3 g3 t3; do
+  check "write into $f" apply_ops $f.vhd model3.raw ops-$f
+  read_all out.raw $f.vhd
+  check_same "$f chain after restart equals the model" out.raw model3.raw
+done
+serve -r t3.vhd -- 'nbdinfo --map --json "$uri"' > map3.json
+check "nbdinfo --map of the 4M/4K/512/16M chain" \
+  $PY extents.py map3.json model3.raw model3.raw.log
+
+# Zero the whole of the 64K/2M/64K chain's top: nothing may show through.
+printf 'z 0 SIZE\n' > ops-zero
+check "zero the whole grandchild" apply_ops g2.vhd model2.raw ops-zero
+read_all out.raw g2.vhd
+check "after restart the whole disk reads zero" \
+  cmp out.raw <(head -c $SIZE /dev/zero)
+
 # ------------------------------------------------------------ fixed
 
 check "create fixed" "$VHDTOOL" create -t fixed fixed.vhd $SIZE
@@ -366,6 +393,19 @@ read_all out.raw fixed.vhd
 check_same "fixed disk after restart equals the model" out.raw model-fixed.raw
 qemu-img convert -f vpc -O raw fixed.vhd qemu.raw
 check_same "qemu-img reads the fixed disk as the model" qemu.raw model-fixed.raw
+
+# A differencing disk over the fixed one.
+sha_fixed=$(sha256sum < fixed.vhd)
+check "create a 64K child of the fixed disk" \
+  "$VHDTOOL" create -p fixed.vhd -b 64K cfixed.vhd
+cp model-fixed.raw model-cfixed.raw
+printf 'r 15 200 5000\nz 3*M-1 3\nw 64*K-2 4 151\nv\n' > ops-cfixed
+check "write into the child of the fixed disk" \
+  apply_ops cfixed.vhd model-cfixed.raw ops-cfixed
+read_all out.raw cfixed.vhd
+check_same "child of the fixed disk after restart equals the model" \
+  out.raw model-cfixed.raw
+check "the fixed parent is unchanged" test "$(sha256sum < fixed.vhd)" = "$sha_fixed"
 
 # ------------------------------------------------------------ dynamic
 
@@ -393,6 +433,12 @@ EOF
     zero_range out.raw $((4 * M)) 1000
   check "dyn $bs: the written bytes are there" \
     nonzero_range out.raw $((4 * M + 1000)) 10
+  check "dyn $bs: qemu-img (ignores bitmaps) reads zeros before them" \
+    zero_range qemu-live.raw $((4 * M)) 1000
+  check "dyn $bs: qemu-img reads zeros after them to the end of the block" \
+    zero_range qemu-live.raw $((4 * M + 1010)) $((64 * 1024 - 1010))
+  check "dyn $bs: qemu-img sees the written bytes" \
+    same_range qemu-live.raw model-dyn.raw $((4 * M + 1000)) 10
   cat > ops-dyn <<'EOF'
 r 9 150 100000
 w 2*M-1 2 93
