@@ -382,9 +382,11 @@ struct snapshot {
   uint8_t *bitmaps;             /* their bitmaps, bitmap_bytes each */
   size_t n;
   uint8_t *bat_sectors;         /* flags taken from dirty_bat */
+  uint8_t *bat_data;            /* those BAT sectors, encoded */
 };
 
-/* Put everything back to dirty after a failed flush. */
+/* Put everything back to dirty after a failed flush: blocks whose
+ * bitmaps were copied (and so marked clean) and the BAT sectors. */
 static void
 restore_dirty (struct vhd_chain *c, struct snapshot *s)
 {
@@ -407,16 +409,30 @@ restore_dirty (struct vhd_chain *c, struct snapshot *s)
   pthread_mutex_unlock (&w->dirty_lock);
 }
 
-/* Step 3a of the crash-safety argument. */
+/* Put blocks taken from the dirty list back (their entries are still
+ * marked dirty, so no writer listed them again meanwhile). */
+static void
+give_back (struct vhd_writer *w, const uint32_t *blocks, size_t n)
+{
+  pthread_mutex_lock (&w->dirty_lock);
+  memcpy (w->dirty_blocks + w->n_dirty, blocks, n * sizeof *blocks);
+  w->n_dirty += n;
+  pthread_mutex_unlock (&w->dirty_lock);
+}
+
+/* Step 3a of the crash-safety argument: copy the bitmaps and encode
+ * the BAT sectors now, before the fdatasync, so that nothing written
+ * after it (a block allocated meanwhile) can reach the metadata. */
 static int
 take_snapshot (struct vhd_chain *c, struct snapshot *s)
 {
   struct vhd_file *t = top (c);
   struct vhd_writer *w = c->writer;
-  size_t i;
+  size_t i, j;
 
   s->blocks = malloc ((t->n_blocks + 1) * sizeof *s->blocks);
-  if (s->blocks == NULL) {
+  s->bat_sectors = calloc (w->n_bat_sectors + 1, 1);
+  if (s->blocks == NULL || s->bat_sectors == NULL) {
     vhd_error ("%s: flush: %m", t->path);
     return -1;
   }
@@ -424,17 +440,17 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
   memcpy (s->blocks, w->dirty_blocks, w->n_dirty * sizeof *s->blocks);
   s->n = w->n_dirty;
   w->n_dirty = 0;
-  s->bat_sectors = malloc (w->n_bat_sectors + 1);
-  if (s->bat_sectors) {
-    memcpy (s->bat_sectors, w->dirty_bat, w->n_bat_sectors);
-    memset (w->dirty_bat, 0, w->n_bat_sectors);
-  }
+  memcpy (s->bat_sectors, w->dirty_bat, w->n_bat_sectors);
+  memset (w->dirty_bat, 0, w->n_bat_sectors);
   pthread_mutex_unlock (&w->dirty_lock);
 
   s->entries = malloc (s->n * sizeof *s->entries + 1);
   s->bitmaps = malloc (s->n * t->bitmap_bytes + 1);
-  if (s->bat_sectors == NULL || s->entries == NULL || s->bitmaps == NULL) {
+  s->bat_data = malloc (w->n_bat_sectors * VHD_SECTOR + 1);
+  if (s->entries == NULL || s->bitmaps == NULL || s->bat_data == NULL) {
     vhd_error ("%s: flush: %m", t->path);
+    give_back (w, s->blocks, s->n);
+    s->n = 0;
     return -1;
   }
   for (i = 0; i < s->n; i++) {
@@ -445,6 +461,8 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
     e = vhd_cache_get (c, blk, false);
     if (e == NULL || e->top_bitmap == NULL) {   /* cannot happen */
       vhd_cache_unlock (c, blk);
+      give_back (w, s->blocks + i, s->n - i);
+      s->n = i;
       errno = EIO;
       return -1;
     }
@@ -452,6 +470,17 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
     s->entries[i] = e->top_entry;
     e->dirty = false;
     vhd_cache_unlock (c, blk);
+  }
+  for (i = 0; i < w->n_bat_sectors; i++) {
+    uint8_t *sector = s->bat_data + i * VHD_SECTOR;
+    if (!s->bat_sectors[i])
+      continue;
+    for (j = 0; j < VHD_SECTOR / 4; j++) {
+      uint64_t idx = i * (VHD_SECTOR / 4) + j;
+      /* Past the last entry the BAT sector is 0xFF padding. */
+      put_be32 (sector + 4 * j, idx < t->bat_loaded ? bat_get (t, idx)
+                                                    : VHD_BAT_UNUSED);
+    }
   }
   return 0;
 }
@@ -461,8 +490,7 @@ write_snapshot (struct vhd_chain *c, struct snapshot *s)
 {
   struct vhd_file *t = top (c);
   struct vhd_writer *w = c->writer;
-  uint8_t sector[VHD_SECTOR];
-  size_t i, j;
+  size_t i;
 
   for (i = 0; i < s->n; i++)
     if (full_pwrite (t->fd, s->bitmaps + i * t->bitmap_bytes,
@@ -472,21 +500,13 @@ write_snapshot (struct vhd_chain *c, struct snapshot *s)
                  s->blocks[i]);
       return -1;
     }
-  for (i = 0; i < w->n_bat_sectors; i++) {
-    if (!s->bat_sectors[i])
-      continue;
-    for (j = 0; j < VHD_SECTOR / 4; j++) {
-      uint64_t idx = i * (VHD_SECTOR / 4) + j;
-      /* Past the last entry the BAT sector is 0xFF padding. */
-      put_be32 (sector + 4 * j, idx < t->bat_loaded ? bat_get (t, idx)
-                                                    : VHD_BAT_UNUSED);
-    }
-    if (full_pwrite (t->fd, sector, sizeof sector,
+  for (i = 0; i < w->n_bat_sectors; i++)
+    if (s->bat_sectors[i] &&
+        full_pwrite (t->fd, s->bat_data + i * VHD_SECTOR, VHD_SECTOR,
                      t->header.table_offset + i * VHD_SECTOR) == -1) {
       vhd_error ("%s: writing BAT: %m", t->path);
       return -1;
     }
-  }
   return 0;
 }
 
@@ -495,7 +515,7 @@ vhd_chain_flush (struct vhd_chain *c)
 {
   struct vhd_file *t = top (c);
   struct vhd_writer *w = c->writer;
-  struct snapshot s = { NULL, NULL, NULL, 0, NULL };
+  struct snapshot s = { NULL, NULL, NULL, 0, NULL, NULL };
   int r = -1;
 
   if (!c->writable)
@@ -530,6 +550,7 @@ vhd_chain_flush (struct vhd_chain *c)
   free (s.entries);
   free (s.bitmaps);
   free (s.bat_sectors);
+  free (s.bat_data);
   if (r == -1 && errno == 0)
     errno = EIO;
   return r;

@@ -164,17 +164,30 @@ vhd_get_ready (void)
   return vhd_chain_open (filename, &options, &chain);
 }
 
+/* Handles only say whether the connection may write. */
+static int readonly_handle, writable_handle;
+
 static void *
 vhd_open (int readonly)
 {
-  int r = 0;
+  int r;
 
-  if (!readonly) {
-    pthread_mutex_lock (&open_lock);
-    r = vhd_chain_make_writable (chain);
-    pthread_mutex_unlock (&open_lock);
-  }
-  return r == 0 ? NBDKIT_HANDLE_NOT_NEEDED : NULL;
+  if (readonly)
+    return &readonly_handle;
+  pthread_mutex_lock (&open_lock);
+  r = vhd_chain_make_writable (chain);
+  pthread_mutex_unlock (&open_lock);
+  return r == 0 ? &writable_handle : NULL;
+}
+
+/* A client that wrote and went away without flushing: make its writes
+ * durable now rather than only at exit, which a kill would skip. */
+static void
+vhd_close (void *handle)
+{
+  if (handle == &writable_handle && vhd_chain_flush (chain) == -1)
+    nbdkit_error ("%s: flush when the client disconnected failed",
+                  filename);
 }
 
 static int64_t
@@ -310,6 +323,7 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key  = "file",
   .get_ready         = vhd_get_ready,
   .open              = vhd_open,
+  .close             = vhd_close,
   .get_size          = vhd_get_size,
   .block_size        = vhd_block_size,
   .can_write         = vhd_can_write,
