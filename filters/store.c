@@ -1,0 +1,613 @@
+/* nbdkit-overlay-filter: the overlay store (mechanism).
+ *
+ * Design.  The overlay holds data in a sparse temporary file, unlinked
+ * as soon as it is created, at the same offsets as the disk; the map of
+ * what it holds lives in memory.  The map is kept per *sector*: a sector
+ * is either held by the overlay (written, zeroed or trimmed by a client)
+ * or not (it reads through to the plugin).  Sector granularity means
+ * there is no copy-up: a 4 KiB write is one 4 KiB pwrite, never a
+ * read-modify-write of a larger block, and a saved overlay stores
+ * exactly the sectors clients wrote.  Only a write that does not cover
+ * whole sectors reads the rest of its first or last sector.
+ *
+ * The map is split into blocks (overlay-block-size, default 64 KiB);
+ * each block gets, on first write, two bitmaps (held, and "has data in
+ * the file" as opposed to zeroed) and its own mutex.  Blocks never
+ * written cost one NULL pointer, so a huge sparse disk costs little.
+ *
+ * Locking (the race nbdkit 1.32's cow filter loses writes to): every
+ * write, zero and trim locks all the blocks it touches, in ascending
+ * order (so two requests cannot deadlock), and holds them while it
+ * reads partial sectors, writes the overlay file and sets the bits.
+ * Nothing else ever writes the overlay file: reads never fill it, so a
+ * read can never put stale data over a concurrent write.  A read locks
+ * each block only to copy its bits, then does its I/O unlocked; it sees
+ * a sector's bit set only after that sector's data is in the file.
+ *
+ * The size limit counts bytes of data in the file (zeroed and trimmed
+ * ranges are holes and cost nothing).  Because all blocks of a request
+ * are locked before anything is written, a write that would exceed the
+ * limit is refused with ENOSPC before it changes anything.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "store.h"
+
+#define SECTOR 512
+
+struct block {
+  pthread_mutex_t lock;
+  uint8_t bits[];               /* held bits, then data bits */
+};
+
+struct store {
+  int fd;
+  uint32_t block_size;
+  uint32_t spb;                 /* sectors per block */
+  uint64_t limit;
+  uint64_t data_sectors;        /* sectors with data in the file */
+  pthread_mutex_t size_lock;
+  uint64_t size;                /* 0 until the first connection */
+  uint64_t n_blocks;
+  struct block **blocks;
+};
+
+static bool
+get_bit (const uint8_t *bm, uint32_t i)
+{
+  return bm[i >> 3] & (0x80 >> (i & 7));
+}
+
+static void
+put_bit (uint8_t *bm, uint32_t i, bool v)
+{
+  if (v)
+    bm[i >> 3] |= 0x80 >> (i & 7);
+  else
+    bm[i >> 3] &= ~(0x80 >> (i & 7));
+}
+
+static uint8_t *
+held_bits (struct block *b)
+{
+  return b->bits;
+}
+
+static uint8_t *
+data_bits (struct store *s, struct block *b)
+{
+  return b->bits + s->spb / 8;
+}
+
+struct store *
+store_new (const char *dir, uint32_t block_size, uint64_t limit)
+{
+  struct store *s = calloc (1, sizeof *s);
+  char *template = NULL;
+
+  if (s == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  s->fd = -1;
+  if (asprintf (&template, "%s/overlay.XXXXXX", dir) == -1) {
+    nbdkit_error ("asprintf: %m");
+    goto err;
+  }
+  s->fd = mkostemp (template, O_CLOEXEC);
+  if (s->fd == -1) {
+    nbdkit_error ("cannot create the overlay file in %s: %m", dir);
+    goto err;
+  }
+  /* Nobody else may see it, and it must vanish however we exit. */
+  unlink (template);
+  free (template);
+  s->block_size = block_size;
+  s->spb = block_size / SECTOR;
+  s->limit = limit;
+  pthread_mutex_init (&s->size_lock, NULL);
+  return s;
+
+ err:
+  free (template);
+  if (s->fd >= 0)
+    close (s->fd);
+  free (s);
+  return NULL;
+}
+
+void
+store_free (struct store *s)
+{
+  uint64_t i;
+
+  if (s == NULL)
+    return;
+  for (i = 0; i < s->n_blocks; i++)
+    if (s->blocks[i]) {
+      pthread_mutex_destroy (&s->blocks[i]->lock);
+      free (s->blocks[i]);
+    }
+  free (s->blocks);
+  pthread_mutex_destroy (&s->size_lock);
+  close (s->fd);
+  free (s);
+}
+
+int
+store_set_size (struct store *s, uint64_t size)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&s->size_lock);
+  if (s->blocks == NULL) {
+    s->n_blocks = (size + s->block_size - 1) / s->block_size;
+    s->blocks = calloc (s->n_blocks + 1, sizeof *s->blocks);
+    if (s->blocks == NULL || ftruncate (s->fd, size) == -1) {
+      nbdkit_error ("overlay for a disk of %" PRIu64 " bytes: %m", size);
+      free (s->blocks);
+      s->blocks = NULL;
+      r = -1;
+    }
+    else
+      s->size = size;
+  }
+  else if (size != s->size) {
+    nbdkit_error ("the plugin's size changed from %" PRIu64 " to %" PRIu64
+                  " bytes; the overlay cannot follow", s->size, size);
+    r = -1;
+  }
+  pthread_mutex_unlock (&s->size_lock);
+  return r;
+}
+
+/* The block, created on first use (lock-free: the loser of a race
+ * frees its copy). */
+static struct block *
+get_block (struct store *s, uint64_t i)
+{
+  struct block *b = __atomic_load_n (&s->blocks[i], __ATOMIC_ACQUIRE);
+  struct block *expected = NULL;
+
+  if (b)
+    return b;
+  b = calloc (1, sizeof *b + 2 * (s->spb / 8));
+  if (b == NULL)
+    return NULL;
+  pthread_mutex_init (&b->lock, NULL);
+  if (__atomic_compare_exchange_n (&s->blocks[i], &expected, b, false,
+                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    return b;
+  pthread_mutex_destroy (&b->lock);
+  free (b);
+  return expected;
+}
+
+static struct block *
+peek_block (struct store *s, uint64_t i)
+{
+  return __atomic_load_n (&s->blocks[i], __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------ planning */
+
+struct run {
+  uint64_t off, len;
+  enum store_src src;
+};
+
+struct plan {
+  struct run *r;
+  size_t n, cap;
+};
+
+static int
+plan_add (struct plan *p, uint64_t off, uint64_t len, enum store_src src)
+{
+  struct run *last = p->n ? &p->r[p->n - 1] : NULL;
+
+  if (len == 0)
+    return 0;
+  if (last && last->src == src && last->off + last->len == off) {
+    last->len += len;
+    return 0;
+  }
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 16;
+    struct run *r = realloc (p->r, cap * sizeof *r);
+    if (r == NULL)
+      return -1;
+    p->r = r;
+    p->cap = cap;
+  }
+  p->r[p->n++] = (struct run) { off, len, src };
+  return 0;
+}
+
+/* Classify [offset, offset+count) sector by sector.  Each block is
+ * locked only while its bits are read. */
+static int
+make_plan (struct store *s, uint64_t offset, uint64_t count, struct plan *p)
+{
+  uint64_t end = offset + count;
+
+  while (offset < end) {
+    uint64_t i = offset / s->block_size;
+    uint64_t bstart = i * s->block_size;
+    uint64_t bend = bstart + s->block_size < end ? bstart + s->block_size
+                                                 : end;
+    struct block *b = peek_block (s, i);
+
+    if (b == NULL) {
+      if (plan_add (p, offset, bend - offset, SRC_BELOW) == -1)
+        return -1;
+    }
+    else {
+      pthread_mutex_lock (&b->lock);
+      while (offset < bend) {
+        uint32_t sec = (offset - bstart) / SECTOR;
+        uint64_t send = bstart + (uint64_t) (sec + 1) * SECTOR;
+        enum store_src src =
+          !get_bit (held_bits (b), sec) ? SRC_BELOW :
+          get_bit (data_bits (s, b), sec) ? SRC_DATA : SRC_ZERO;
+        uint64_t n = (send < bend ? send : bend) - offset;
+
+        if (plan_add (p, offset, n, src) == -1) {
+          pthread_mutex_unlock (&b->lock);
+          return -1;
+        }
+        offset += n;
+      }
+      pthread_mutex_unlock (&b->lock);
+    }
+    offset = bend;
+  }
+  return 0;
+}
+
+static int
+full_pread (int fd, char *buf, uint64_t count, uint64_t offset)
+{
+  while (count > 0) {
+    ssize_t r = pread (fd, buf, count, offset);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        errno = EIO;
+      return -1;
+    }
+    buf += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+static int
+full_pwrite (int fd, const char *buf, uint64_t count, uint64_t offset)
+{
+  while (count > 0) {
+    ssize_t r = pwrite (fd, buf, count, offset);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1)
+      return -1;
+    buf += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+/* Serve a plan into buf (which starts at disk offset base). */
+static int
+execute_plan (struct store *s, const struct plan *p, char *buf,
+              uint64_t base, below_read_fn below, void *opaque, int *err)
+{
+  size_t i;
+
+  for (i = 0; i < p->n; i++) {
+    const struct run *r = &p->r[i];
+    char *dst = buf + (r->off - base);
+
+    switch (r->src) {
+    case SRC_ZERO:
+      memset (dst, 0, r->len);
+      break;
+    case SRC_DATA:
+      if (full_pread (s->fd, dst, r->len, r->off) == -1) {
+        *err = errno;
+        nbdkit_error ("overlay read at %" PRIu64 ": %m", r->off);
+        return -1;
+      }
+      break;
+    case SRC_BELOW:
+      if (below (opaque, dst, r->len, r->off, err) == -1)
+        return -1;
+      break;
+    }
+  }
+  return 0;
+}
+
+int
+store_read (struct store *s, void *buf, uint32_t count, uint64_t offset,
+            below_read_fn below, void *opaque, int *err)
+{
+  struct plan p = { NULL, 0, 0 };
+  int r = -1;
+
+  if (make_plan (s, offset, count, &p) == -1)
+    *err = ENOMEM;
+  else
+    r = execute_plan (s, &p, buf, offset, below, opaque, err);
+  free (p.r);
+  return r;
+}
+
+int
+store_map (struct store *s, uint64_t offset, uint64_t len,
+           store_range_fn fn, void *opaque)
+{
+  struct plan p = { NULL, 0, 0 };
+  size_t i;
+  int r = 0;
+
+  if (make_plan (s, offset, len, &p) == -1) {
+    errno = ENOMEM;
+    return -1;
+  }
+  for (i = 0; i < p.n && r == 0; i++)
+    r = fn (opaque, p.r[i].off, p.r[i].len, p.r[i].src);
+  free (p.r);
+  return r;
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* Lock every block of [first, last] in ascending order. */
+static int
+lock_blocks (struct store *s, uint64_t first, uint64_t last)
+{
+  uint64_t i;
+
+  for (i = first; i <= last; i++) {
+    struct block *b = get_block (s, i);
+    if (b == NULL) {
+      while (i-- > first)
+        pthread_mutex_unlock (&s->blocks[i]->lock);
+      return -1;
+    }
+    pthread_mutex_lock (&b->lock);
+  }
+  return 0;
+}
+
+static void
+unlock_blocks (struct store *s, uint64_t first, uint64_t last)
+{
+  uint64_t i;
+  for (i = first; i <= last; i++)
+    pthread_mutex_unlock (&s->blocks[i]->lock);
+}
+
+/* Sectors in [s0, s1) without data in the file (locks held). */
+static uint64_t
+count_new_data (struct store *s, uint64_t s0, uint64_t s1)
+{
+  uint64_t n = 0, sec;
+
+  for (sec = s0; sec < s1; sec++) {
+    struct block *b = s->blocks[sec / s->spb];
+    n += !get_bit (data_bits (s, b), sec % s->spb);
+  }
+  return n;
+}
+
+/* Set held, and data or not, for sectors [s0, s1) (locks held);
+ * returns the change in data sectors. */
+static int64_t
+mark_sectors (struct store *s, uint64_t s0, uint64_t s1, bool data)
+{
+  int64_t delta = 0;
+  uint64_t sec;
+
+  for (sec = s0; sec < s1; sec++) {
+    struct block *b = s->blocks[sec / s->spb];
+    uint32_t k = sec % s->spb;
+    bool had = get_bit (data_bits (s, b), k);
+
+    put_bit (held_bits (b), k, true);
+    put_bit (data_bits (s, b), k, data);
+    delta += (int64_t) data - (int64_t) had;
+  }
+  return delta;
+}
+
+/* Read the current content of the sector at sec_off through the
+ * overlay, with its block's lock already held.  The last sector of a
+ * disk whose size is not a multiple of 512 is read only up to the end. */
+static int
+read_locked (struct store *s, char *sector, uint64_t sec_off,
+             below_read_fn below, void *opaque, int *err)
+{
+  struct block *b = s->blocks[sec_off / s->block_size];
+  uint32_t k = (sec_off % s->block_size) / SECTOR;
+  uint64_t len = s->size - sec_off < SECTOR ? s->size - sec_off : SECTOR;
+
+  if (!get_bit (held_bits (b), k))
+    return below (opaque, sector, len, sec_off, err);
+  if (!get_bit (data_bits (s, b), k))
+    memset (sector, 0, SECTOR);
+  else if (full_pread (s->fd, sector, len, sec_off) == -1) {
+    *err = errno;
+    nbdkit_error ("overlay read at %" PRIu64 ": %m", sec_off);
+    return -1;
+  }
+  return 0;
+}
+
+/* Zeros become holes: they cost no space and read back as zeros. */
+static int
+punch (struct store *s, uint64_t offset, uint64_t len)
+{
+  static const char zeros[65536];
+
+  if (fallocate (s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 offset, len) == 0)
+    return 0;
+  while (len > 0) {
+    uint64_t n = len < sizeof zeros ? len : sizeof zeros;
+    if (full_pwrite (s->fd, zeros, n, offset) == -1)
+      return -1;
+    offset += n;
+    len -= n;
+  }
+  return 0;
+}
+
+/* Write the sector at sec_off with bytes [from, to) of it replaced by
+ * src (or zeros), keeping the rest as the disk shows it now. */
+static int
+patch_sector (struct store *s, uint64_t sec_off, uint64_t from, uint64_t to,
+              const char *src, below_read_fn below, void *opaque, int *err)
+{
+  char sector[SECTOR] = { 0 };
+
+  if (read_locked (s, sector, sec_off, below, opaque, err) == -1)
+    return -1;
+  if (src)
+    memcpy (sector + (from - sec_off), src, to - from);
+  else
+    memset (sector + (from - sec_off), 0, to - from);
+  if (full_pwrite (s->fd, sector, SECTOR, sec_off) == -1) {
+    *err = errno;
+    nbdkit_error ("overlay write at %" PRIu64 ": %m", sec_off);
+    return -1;
+  }
+  return 0;
+}
+
+int
+store_write (struct store *s, const void *buf, uint32_t count,
+             uint64_t offset, below_read_fn below, void *opaque, int *err)
+{
+  const char *src = buf;
+  uint64_t end = offset + count;
+  uint64_t a0 = offset / SECTOR * SECTOR;            /* sectors touched */
+  uint64_t a1 = (end + SECTOR - 1) / SECTOR * SECTOR;
+  uint64_t m0 = (offset + SECTOR - 1) / SECTOR * SECTOR; /* whole ones */
+  uint64_t m1 = end / SECTOR * SECTOR;
+  uint64_t first = offset / s->block_size;
+  uint64_t last = (end - 1) / s->block_size;
+  bool zero = buf == NULL;
+  int64_t delta = 0;
+  int r = -1;
+
+  if (count == 0)
+    return 0;
+  if (lock_blocks (s, first, last) == -1) {
+    *err = ENOMEM;
+    nbdkit_error ("overlay: out of memory");
+    return -1;
+  }
+
+  if (!zero && s->limit) {
+    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR) * SECTOR;
+    uint64_t have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
+    if (have * SECTOR + add > s->limit) {
+      nbdkit_error ("overlay size limit of %" PRIu64 " bytes reached",
+                    s->limit);
+      *err = ENOSPC;
+      goto out;
+    }
+  }
+
+  /* Partial first and last sectors: read, patch, write back. */
+  if (m0 > m1) {                /* inside a single sector */
+    if (patch_sector (s, a0, offset, end, src, below, opaque, err) == -1)
+      goto out;
+  }
+  else {
+    if (offset < m0 &&
+        patch_sector (s, a0, offset, m0, src, below, opaque, err) == -1)
+      goto out;
+    if (m1 < end &&
+        patch_sector (s, m1, m1, end, src ? src + (m1 - offset) : NULL,
+                      below, opaque, err) == -1)
+      goto out;
+  }
+  if (a0 < m0)
+    delta += mark_sectors (s, a0 / SECTOR, m0 / SECTOR, true);
+  if (m1 < a1 && m1 >= m0)
+    delta += mark_sectors (s, m1 / SECTOR, a1 / SECTOR, true);
+
+  /* Whole sectors: written straight from the client's buffer, or
+   * punched out for zeros. */
+  if (m0 < m1) {
+    if (zero ? punch (s, m0, m1 - m0) == -1
+             : full_pwrite (s->fd, src + (m0 - offset), m1 - m0, m0) == -1) {
+      *err = errno;
+      nbdkit_error ("overlay write at %" PRIu64 ": %m", m0);
+      goto out;
+    }
+    delta += mark_sectors (s, m0 / SECTOR, m1 / SECTOR, !zero);
+  }
+  r = 0;
+
+ out:
+  __atomic_add_fetch (&s->data_sectors, delta, __ATOMIC_RELAXED);
+  unlock_blocks (s, first, last);
+  return r;
+}
+
+/* ------------------------------------------------------------ saving */
+
+int
+store_foreach_held (struct store *s, store_range_fn fn, void *opaque)
+{
+  uint64_t i;
+
+  for (i = 0; i < s->n_blocks; i++) {
+    uint64_t start = i * s->block_size;
+    uint64_t len = start + s->block_size <= s->size ? s->block_size
+                                                    : s->size - start;
+    struct plan p = { NULL, 0, 0 };
+    size_t k;
+    int r = 0;
+
+    if (peek_block (s, i) == NULL)
+      continue;
+    if (make_plan (s, start, len, &p) == -1) {
+      errno = ENOMEM;
+      return -1;
+    }
+    for (k = 0; k < p.n && r == 0; k++)
+      if (p.r[k].src != SRC_BELOW)
+        r = fn (opaque, p.r[k].off, p.r[k].len, p.r[k].src);
+    free (p.r);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
+int
+store_pread_data (struct store *s, void *buf, uint32_t count,
+                  uint64_t offset)
+{
+  return full_pread (s->fd, buf, count, offset);
+}
