@@ -9,6 +9,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,9 @@ static uint64_t limit;
 static char *dir;
 static char *save_path;
 static char *save_parent;
+
+/* Set when overlay-save cannot work (found just after start-up). */
+static bool save_refused;
 
 /* scope=server: the one overlay shared by every connection. */
 static struct store *server_store;
@@ -146,14 +150,14 @@ overlay_get_ready (int thread_model)
 }
 
 /* The parent must have exactly the export's size, which only the
- * plugin knows: ask it once, now that it can be asked. */
+ * plugin knows: ask it once, now that it can be asked.  Failing here
+ * would leave a --run command hanging on a dead socket, so refuse every
+ * connection instead and shut down. */
 static int
 overlay_after_fork (nbdkit_backend *backend)
 {
   nbdkit_next *next;
   int64_t size;
-  int r;
-
   if (save_path == NULL)
     return 0;
   /* Outside any connection, so a shared context, under our control. */
@@ -167,16 +171,17 @@ overlay_after_fork (nbdkit_backend *backend)
   size = next->get_size (next);
   next->finalize (next);
   nbdkit_next_context_close (next);
-  if (size == -1)
-    return -1;
-  r = save_check_size (save_parent, size);
-  return r;
+  if (size == -1 || save_check_size (save_parent, size) == -1) {
+    save_refused = true;
+    nbdkit_shutdown ();
+  }
+  return 0;
 }
 
 static void
 overlay_cleanup (nbdkit_backend *backend)
 {
-  if (save_path && server_store &&
+  if (save_path && server_store && !save_refused &&
       save_overlay (server_store, save_path, save_parent) == -1)
     nbdkit_error ("the overlay was NOT saved to %s", save_path);
 }
@@ -218,8 +223,14 @@ static int
 overlay_prepare (nbdkit_next *next, void *handle, int readonly)
 {
   struct handle *h = handle;
-  int64_t size = next->get_size (next);
+  int64_t size;
 
+  if (save_refused) {
+    nbdkit_error ("overlay-save cannot work (see the error at start-up); "
+                  "refusing connections");
+    return -1;
+  }
+  size = next->get_size (next);
   if (size == -1)
     return -1;
   return store_set_size (h->store, size);
