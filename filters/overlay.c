@@ -143,9 +143,15 @@ overlay_config_complete (nbdkit_next_config_complete *next,
 static int
 overlay_get_ready (int thread_model)
 {
-  if (scope == SCOPE_SERVER &&
-      (server_store = store_new (dir, block_size, limit)) == NULL)
+  server_store = store_new (dir, block_size, limit);
+  if (server_store == NULL)
     return -1;
+  /* Per-connection overlays come later; this one only proved that the
+   * directory works. */
+  if (scope == SCOPE_CONNECTION) {
+    store_free (server_store);
+    server_store = NULL;
+  }
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <libgen.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,15 @@ save_check_start (const char *path, const char *parent)
 {
   struct vhd_file *f;
 
+  char *copy = strdup (path);
+  const char *dir = copy ? dirname (copy) : ".";
+  int r = access (dir, W_OK);
+
+  if (r == -1)
+    nbdkit_error ("overlay-save: cannot write in %s: %m", dir);
+  free (copy);
+  if (r == -1)
+    return -1;
   if (access (path, F_OK) == 0) {
     nbdkit_error ("overlay-save: %s already exists; refusing to "
                   "overwrite it", path);

@@ -12,17 +12,20 @@
  *
  * The map is split into blocks (overlay-block-size, default 64 KiB);
  * each block gets, on first write, two bitmaps (held, and "has data in
- * the file" as opposed to zeroed) and its own mutex.  Blocks never
- * written cost one NULL pointer, so a huge sparse disk costs little.
+ * the file" as opposed to zeroed).  A block never written costs one NULL
+ * pointer, and a block zeroed or trimmed as a whole is marked by a
+ * sentinel pointer with no bitmaps, so a huge sparse disk costs little
+ * and discarding a whole disk (mkfs does) costs no memory.
  *
- * Locking (the race nbdkit 1.32's cow filter loses writes to): every
- * write, zero and trim locks all the blocks it touches, in ascending
- * order (so two requests cannot deadlock), and holds them while it
- * reads partial sectors, writes the overlay file and sets the bits.
+ * Locking (the race nbdkit 1.32's cow filter loses writes to): blocks
+ * are guarded by a fixed array of striped mutexes.  Every write, zero
+ * and trim locks the stripes of all the blocks it touches, in ascending
+ * stripe order (so two requests cannot deadlock), and holds them while
+ * it reads partial sectors, writes the overlay file and sets the bits.
  * Nothing else ever writes the overlay file: reads never fill it, so a
  * read can never put stale data over a concurrent write.  A read locks
- * each block only to copy its bits, then does its I/O unlocked; it sees
- * a sector's bit set only after that sector's data is in the file.
+ * a block's stripe only to copy its bits, then does its I/O unlocked; it
+ * sees a sector's bit set only after that sector's data is in the file.
  *
  * The size limit counts bytes of data in the file (zeroed and trimmed
  * ranges are holes and cost nothing).  Because all blocks of a request
@@ -47,10 +50,14 @@
 
 #define SECTOR 512
 
+#define N_STRIPES 1024
+
 struct block {
-  pthread_mutex_t lock;
-  uint8_t bits[];               /* held bits, then data bits */
+  uint8_t bits[1];              /* held bits, then data bits */
 };
+
+/* Every sector of the block held, all zero: no bitmaps needed. */
+#define ZERO_BLOCK ((struct block *) 1)
 
 struct store {
   int fd;
@@ -61,7 +68,8 @@ struct store {
   pthread_mutex_t size_lock;
   uint64_t size;                /* 0 until the first connection */
   uint64_t n_blocks;
-  struct block **blocks;
+  struct block **blocks;        /* NULL, ZERO_BLOCK or bitmaps */
+  pthread_mutex_t stripes[N_STRIPES];
 };
 
 static bool
@@ -118,6 +126,8 @@ store_new (const char *dir, uint32_t block_size, uint64_t limit)
   s->spb = block_size / SECTOR;
   s->limit = limit;
   pthread_mutex_init (&s->size_lock, NULL);
+  for (int i = 0; i < N_STRIPES; i++)
+    pthread_mutex_init (&s->stripes[i], NULL);
   return s;
 
  err:
@@ -136,12 +146,12 @@ store_free (struct store *s)
   if (s == NULL)
     return;
   for (i = 0; i < s->n_blocks; i++)
-    if (s->blocks[i]) {
-      pthread_mutex_destroy (&s->blocks[i]->lock);
+    if (s->blocks[i] != ZERO_BLOCK)
       free (s->blocks[i]);
-    }
   free (s->blocks);
   pthread_mutex_destroy (&s->size_lock);
+  for (i = 0; i < N_STRIPES; i++)
+    pthread_mutex_destroy (&s->stripes[i]);
   close (s->fd);
   free (s);
 }
@@ -173,32 +183,52 @@ store_set_size (struct store *s, uint64_t size)
   return r;
 }
 
-/* The block, created on first use (lock-free: the loser of a race
- * frees its copy). */
+static pthread_mutex_t *
+stripe_of (struct store *s, uint64_t i)
+{
+  return &s->stripes[i % N_STRIPES];
+}
+
+/* Sectors of block i inside the disk (the last block may be short). */
+static uint32_t
+block_sectors (struct store *s, uint64_t i)
+{
+  uint64_t start = i * s->block_size;
+  uint64_t len = s->size - start < s->block_size ? s->size - start
+                                                  : s->block_size;
+  return (len + SECTOR - 1) / SECTOR;
+}
+
+/* Block i with bitmaps, created on first use (stripe lock held). */
 static struct block *
 get_block (struct store *s, uint64_t i)
 {
-  struct block *b = __atomic_load_n (&s->blocks[i], __ATOMIC_ACQUIRE);
-  struct block *expected = NULL;
+  struct block *b = s->blocks[i];
+  uint32_t k, n;
 
-  if (b)
+  if (b && b != ZERO_BLOCK)
     return b;
-  b = calloc (1, sizeof *b + 2 * (s->spb / 8));
+  b = calloc (1, 2 * (s->spb / 8));
   if (b == NULL)
     return NULL;
-  pthread_mutex_init (&b->lock, NULL);
-  if (__atomic_compare_exchange_n (&s->blocks[i], &expected, b, false,
-                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-    return b;
-  pthread_mutex_destroy (&b->lock);
-  free (b);
-  return expected;
+  if (s->blocks[i] == ZERO_BLOCK)
+    for (k = 0, n = block_sectors (s, i); k < n; k++)
+      put_bit (held_bits (b), k, true);
+  s->blocks[i] = b;
+  return b;
 }
 
-static struct block *
-peek_block (struct store *s, uint64_t i)
+/* Where sector k of block b comes from (stripe lock held). */
+static enum store_src
+sector_src (struct store *s, struct block *b, uint32_t k)
 {
-  return __atomic_load_n (&s->blocks[i], __ATOMIC_ACQUIRE);
+  if (b == NULL)
+    return SRC_BELOW;
+  if (b == ZERO_BLOCK)
+    return SRC_ZERO;
+  if (!get_bit (held_bits (b), k))
+    return SRC_BELOW;
+  return get_bit (data_bits (s, b), k) ? SRC_DATA : SRC_ZERO;
 }
 
 /* ------------------------------------------------------------ planning */
@@ -236,8 +266,8 @@ plan_add (struct plan *p, uint64_t off, uint64_t len, enum store_src src)
   return 0;
 }
 
-/* Classify [offset, offset+count) sector by sector.  Each block is
- * locked only while its bits are read. */
+/* Classify [offset, offset+count) sector by sector.  Each block's
+ * stripe is locked only while its bits are read. */
 static int
 make_plan (struct store *s, uint64_t offset, uint64_t count, struct plan *p)
 {
@@ -248,31 +278,27 @@ make_plan (struct store *s, uint64_t offset, uint64_t count, struct plan *p)
     uint64_t bstart = i * s->block_size;
     uint64_t bend = bstart + s->block_size < end ? bstart + s->block_size
                                                  : end;
-    struct block *b = peek_block (s, i);
+    pthread_mutex_t *lock = stripe_of (s, i);
+    struct block *b;
+    int r = 0;
 
-    if (b == NULL) {
-      if (plan_add (p, offset, bend - offset, SRC_BELOW) == -1)
-        return -1;
+    pthread_mutex_lock (lock);
+    b = s->blocks[i];
+    if (b == NULL || b == ZERO_BLOCK) {
+      r = plan_add (p, offset, bend - offset, sector_src (s, b, 0));
+      offset = bend;
     }
-    else {
-      pthread_mutex_lock (&b->lock);
-      while (offset < bend) {
-        uint32_t sec = (offset - bstart) / SECTOR;
-        uint64_t send = bstart + (uint64_t) (sec + 1) * SECTOR;
-        enum store_src src =
-          !get_bit (held_bits (b), sec) ? SRC_BELOW :
-          get_bit (data_bits (s, b), sec) ? SRC_DATA : SRC_ZERO;
-        uint64_t n = (send < bend ? send : bend) - offset;
+    while (r == 0 && offset < bend) {
+      uint32_t sec = (offset - bstart) / SECTOR;
+      uint64_t send = bstart + (uint64_t) (sec + 1) * SECTOR;
+      uint64_t n = (send < bend ? send : bend) - offset;
 
-        if (plan_add (p, offset, n, src) == -1) {
-          pthread_mutex_unlock (&b->lock);
-          return -1;
-        }
-        offset += n;
-      }
-      pthread_mutex_unlock (&b->lock);
+      r = plan_add (p, offset, n, sector_src (s, b, sec));
+      offset += n;
     }
-    offset = bend;
+    pthread_mutex_unlock (lock);
+    if (r == -1)
+      return -1;
   }
   return 0;
 }
@@ -378,30 +404,26 @@ store_map (struct store *s, uint64_t offset, uint64_t len,
 
 /* ------------------------------------------------------------ writing */
 
-/* Lock every block of [first, last] in ascending order. */
-static int
-lock_blocks (struct store *s, uint64_t first, uint64_t last)
-{
-  uint64_t i;
-
-  for (i = first; i <= last; i++) {
-    struct block *b = get_block (s, i);
-    if (b == NULL) {
-      while (i-- > first)
-        pthread_mutex_unlock (&s->blocks[i]->lock);
-      return -1;
-    }
-    pthread_mutex_lock (&b->lock);
-  }
-  return 0;
-}
-
+/* Lock the stripes of blocks [first, last] in ascending stripe order,
+ * each once. */
 static void
-unlock_blocks (struct store *s, uint64_t first, uint64_t last)
+lock_blocks (struct store *s, uint64_t first, uint64_t last, bool lock)
 {
+  uint8_t want[N_STRIPES / 8] = { 0 };
   uint64_t i;
-  for (i = first; i <= last; i++)
-    pthread_mutex_unlock (&s->blocks[i]->lock);
+
+  if (last - first >= N_STRIPES)
+    memset (want, 0xFF, sizeof want);
+  else
+    for (i = first; i <= last; i++)
+      put_bit (want, i % N_STRIPES, true);
+  for (i = 0; i < N_STRIPES; i++)
+    if (get_bit (want, i)) {
+      if (lock)
+        pthread_mutex_lock (&s->stripes[i]);
+      else
+        pthread_mutex_unlock (&s->stripes[i]);
+    }
 }
 
 /* Sectors in [s0, s1) without data in the file (locks held). */
@@ -412,27 +434,56 @@ count_new_data (struct store *s, uint64_t s0, uint64_t s1)
 
   for (sec = s0; sec < s1; sec++) {
     struct block *b = s->blocks[sec / s->spb];
-    n += !get_bit (data_bits (s, b), sec % s->spb);
+    n += sector_src (s, b, sec % s->spb) != SRC_DATA;
   }
   return n;
 }
 
-/* Set held, and data or not, for sectors [s0, s1) (locks held);
- * returns the change in data sectors. */
+/* Make sure every block that will get per-sector bits has them, before
+ * anything is written, so running out of memory changes nothing. */
+static int
+prepare_blocks (struct store *s, uint64_t s0, uint64_t s1, bool data)
+{
+  uint64_t i;
+
+  for (i = s0 / s->spb; s0 < s1 && i <= (s1 - 1) / s->spb; i++) {
+    bool whole = s0 <= i * s->spb && (i + 1) * s->spb <= s1;
+    if ((data || !whole) && get_block (s, i) == NULL)
+      return -1;
+  }
+  return 0;
+}
+
+/* Set held, and data or not, for sectors [s0, s1) (locks held, blocks
+ * prepared); returns the change in data sectors.  Blocks zeroed as a
+ * whole drop their bitmaps. */
 static int64_t
 mark_sectors (struct store *s, uint64_t s0, uint64_t s1, bool data)
 {
   int64_t delta = 0;
-  uint64_t sec;
+  uint64_t sec = s0;
 
-  for (sec = s0; sec < s1; sec++) {
-    struct block *b = s->blocks[sec / s->spb];
-    uint32_t k = sec % s->spb;
-    bool had = get_bit (data_bits (s, b), k);
+  while (sec < s1) {
+    uint64_t i = sec / s->spb;
+    uint64_t bend = (i + 1) * s->spb < s1 ? (i + 1) * s->spb : s1;
+    struct block *b = s->blocks[i];
 
-    put_bit (held_bits (b), k, true);
-    put_bit (data_bits (s, b), k, data);
-    delta += (int64_t) data - (int64_t) had;
+    if (!data && sec == i * s->spb && bend == (i + 1) * s->spb) {
+      /* Its data sectors are dropped. */
+      delta -= (int64_t) s->spb - (int64_t) count_new_data (s, sec, bend);
+      if (b != ZERO_BLOCK)
+        free (b);
+      s->blocks[i] = ZERO_BLOCK;
+      sec = bend;
+      continue;
+    }
+    for (; sec < bend; sec++) {
+      uint32_t k = sec % s->spb;
+      bool had = get_bit (data_bits (s, b), k);
+      put_bit (held_bits (b), k, true);
+      put_bit (data_bits (s, b), k, data);
+      delta += (int64_t) data - (int64_t) had;
+    }
   }
   return delta;
 }
@@ -447,10 +498,11 @@ read_locked (struct store *s, char *sector, uint64_t sec_off,
   struct block *b = s->blocks[sec_off / s->block_size];
   uint32_t k = (sec_off % s->block_size) / SECTOR;
   uint64_t len = s->size - sec_off < SECTOR ? s->size - sec_off : SECTOR;
+  enum store_src src = sector_src (s, b, k);
 
-  if (!get_bit (held_bits (b), k))
+  if (src == SRC_BELOW)
     return below (opaque, sector, len, sec_off, err);
-  if (!get_bit (data_bits (s, b), k))
+  if (src == SRC_ZERO)
     memset (sector, 0, SECTOR);
   else if (full_pread (s->fd, sector, len, sec_off) == -1) {
     *err = errno;
@@ -519,10 +571,11 @@ store_write (struct store *s, const void *buf, uint32_t count,
 
   if (count == 0)
     return 0;
-  if (lock_blocks (s, first, last) == -1) {
+  lock_blocks (s, first, last, true);
+  if (prepare_blocks (s, a0 / SECTOR, a1 / SECTOR, !zero) == -1) {
     *err = ENOMEM;
     nbdkit_error ("overlay: out of memory");
-    return -1;
+    goto out;
   }
 
   if (!zero && s->limit) {
@@ -570,7 +623,7 @@ store_write (struct store *s, const void *buf, uint32_t count,
 
  out:
   __atomic_add_fetch (&s->data_sectors, delta, __ATOMIC_RELAXED);
-  unlock_blocks (s, first, last);
+  lock_blocks (s, first, last, false);
   return r;
 }
 
@@ -588,8 +641,12 @@ store_foreach_held (struct store *s, store_range_fn fn, void *opaque)
     struct plan p = { NULL, 0, 0 };
     size_t k;
     int r = 0;
+    bool empty;
 
-    if (peek_block (s, i) == NULL)
+    pthread_mutex_lock (stripe_of (s, i));
+    empty = s->blocks[i] == NULL;
+    pthread_mutex_unlock (stripe_of (s, i));
+    if (empty)
       continue;
     if (make_plan (s, start, len, &p) == -1) {
       errno = ENOMEM;

@@ -31,28 +31,32 @@ add_layer (struct vhd_chain *c, struct vhd_file *f)
 
 /* Refuse a parent that is already in the chain (a loop). */
 static int
-check_loop (const struct vhd_chain *c, const struct vhd_file *child,
-            const struct vhd_file *parent)
+check_loop (const struct vhd_chain *c, const struct vhd_open_options *opts,
+            const struct vhd_file *child, const struct vhd_file *parent)
 {
   unsigned k;
 
   for (k = 0; k < c->depth; k++)
     if (c->layers[k]->dev == parent->dev && c->layers[k]->ino == parent->ino) {
-      vhd_error ("%s: parent loop: its parent %s is already in the chain "
-                 "(at depth %u)", child->path, parent->path, k);
+      vhd_report (opts, VHD_ERROR, child->path, "chain", "",
+                  "parent loop: its parent %s is already in the chain "
+                  "(at depth %u)", parent->path, k);
       errno = ELOOP;
       return -1;
     }
   return 0;
 }
 
+/* Check mode reports a size mismatch and goes on down the chain. */
 static int
-check_parent_size (const struct vhd_file *child, const struct vhd_file *parent)
+check_parent_size (const struct vhd_open_options *opts,
+                   const struct vhd_file *child, const struct vhd_file *parent)
 {
-  if (child->size != parent->size) {
-    vhd_error ("%s: size mismatch: the child is %" PRIu64 " bytes but its "
-               "parent %s is %" PRIu64 " bytes", child->path, child->size,
-               parent->path, parent->size);
+  if (child->size != parent->size &&
+      vhd_report (opts, VHD_ERROR, child->path, "parent", "",
+                  "size mismatch: the child is %" PRIu64 " bytes but its "
+                  "parent %s is %" PRIu64 " bytes", child->size,
+                  parent->path, parent->size)) {
     errno = EINVAL;
     return -1;
   }
@@ -65,19 +69,21 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts)
   unsigned max_depth = opts->max_depth ? opts->max_depth
                                        : VHD_DEFAULT_MAX_DEPTH;
 
-  while (c->layers[c->depth - 1]->type == VHD_TYPE_DIFF) {
+  while (c->layers[c->depth - 1]->type == VHD_TYPE_DIFF &&
+         !c->layers[c->depth - 1]->unusable) {
     struct vhd_file *child = c->layers[c->depth - 1], *parent;
 
     if (c->depth >= max_depth) {
-      vhd_error ("%s: chain too deep: more than %u layers (the max-depth "
-                 "option raises the limit)", c->layers[0]->path, max_depth);
+      vhd_report (opts, VHD_ERROR, c->layers[0]->path, "chain",
+                  " (the max-depth option raises the limit)",
+                  "chain too deep: more than %u layers", max_depth);
       errno = ELOOP;
       return -1;
     }
     if (vhd_find_parent (child, opts, &parent) == -1)
       return -1;
-    if (check_loop (c, child, parent) == -1 ||
-        check_parent_size (child, parent) == -1 ||
+    if (check_loop (c, opts, child, parent) == -1 ||
+        check_parent_size (opts, child, parent) == -1 ||
         (!opts->no_lock && vhd_lock_file (parent, false) == -1) ||
         add_layer (c, parent) == -1) {
       vhd_file_close (parent);
@@ -98,7 +104,8 @@ vhd_chain_open (const char *path, const struct vhd_open_options *opts,
     vhd_error ("%s: %m", path);
     return -1;
   }
-  c->writable = !opts->readonly;
+  /* Check mode only examines. */
+  c->writable = !opts->readonly && opts->problem == NULL;
   if (vhd_file_open (path, c->writable, opts, &t) == -1)
     goto err;
   if ((!opts->no_lock && vhd_lock_file (t, c->writable) == -1) ||
@@ -107,10 +114,13 @@ vhd_chain_open (const char *path, const struct vhd_open_options *opts,
     goto err;
   }
   c->size = t->size;
-  if (!opts->no_parents && open_parents (c, opts) == -1)
+  /* In check mode the problem that stopped the walk was reported, and
+   * the chain is returned as far as it goes. */
+  if (!opts->no_parents && open_parents (c, opts) == -1 && !opts->problem)
     goto err;
-  if (vhd_cache_init (c) == -1 ||
-      (c->writable && vhd_writer_init (c) == -1))
+  if (!opts->problem &&
+      (vhd_cache_init (c) == -1 ||
+       (c->writable && vhd_writer_init (c) == -1)))
     goto err;
   *out = c;
   return 0;

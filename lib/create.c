@@ -10,7 +10,8 @@
  * target directory, made durable, and then linked to its final name.
  * link() fails if the name exists, so an existing file is never
  * overwritten, and a crash never leaves a half-written file under the
- * final name.
+ * final name.  vhdtool convert builds its output the same way
+ * (vhd_new_file_begin/commit/end).
  */
 #include <config.h>
 
@@ -26,15 +27,6 @@
 
 #include "internal.h"
 
-#define VHD_EPOCH 946684800     /* 2000-01-01T00:00:00Z in Unix time */
-#define LOCATOR_MIN_SPACE 4096  /* room to rewrite a locator in place */
-
-static uint32_t
-vhd_time (time_t t)
-{
-  return t > VHD_EPOCH ? (uint32_t) (t - VHD_EPOCH) : 0;
-}
-
 static void
 init_footer (struct vhd_footer *f, uint32_t type, uint64_t size)
 {
@@ -43,7 +35,7 @@ init_footer (struct vhd_footer *f, uint32_t type, uint64_t size)
   f->features = 2;
   f->version = 0x00010000;
   f->data_offset = type == VHD_TYPE_FIXED ? UINT64_MAX : VHD_FOOTER_SIZE;
-  f->timestamp = vhd_time (time (NULL));
+  f->timestamp = vhd_timestamp (time (NULL));
   memcpy (f->creator_app, "win ", 4);
   f->creator_version = 0x000A0000;
   f->creator_os = 0x5769326B;   /* "Wi2k" */
@@ -91,27 +83,13 @@ free_parent_info (struct parent_info *pi)
   free (pi->name);
 }
 
-static char *
-backslashes (const char *s, const char *prefix)
-{
-  char *r, *p;
-
-  if (asprintf (&r, "%s%s", prefix, s) == -1)
-    return NULL;
-  for (p = r; *p; p++)
-    if (*p == '/')
-      *p = '\\';
-  return r;
-}
-
 static int
 load_parent (const char *child_path, const struct vhd_create_params *p,
              struct parent_info *pi)
 {
   struct vhd_open_options opts = { .readonly = true,
                                    .ignore_checksums = p->ignore_checksums };
-  char *copy = strdup (child_path), *dir = NULL, *rel = NULL;
-  char *abs_win = NULL, *rel_win = NULL;
+  char *copy = strdup (child_path), *dir = NULL;
   const char *base;
   int r = -1;
 
@@ -122,14 +100,10 @@ load_parent (const char *child_path, const struct vhd_create_params *p,
   if (vhd_file_open (p->parent, false, &opts, &pi->file) == -1)
     goto out;
   base = strrchr (pi->file->path, '/') + 1;
-  rel = vhd_relative_path (dir, pi->file->path);
-  if (rel == NULL ||
-      (abs_win = backslashes (pi->file->path, "")) == NULL ||
-      (rel_win = backslashes (rel, strncmp (rel, "../", 3) ? ".\\" : ""))
-      == NULL)
-    goto nomem;
-  pi->w2ku = vhd_utf8_to_utf16 (abs_win, false, &pi->w2ku_len);
-  pi->w2ru = vhd_utf8_to_utf16 (rel_win, false, &pi->w2ru_len);
+  pi->w2ku = vhd_locator_encode (VHD_LOC_W2KU, dir, pi->file->path,
+                                 &pi->w2ku_len);
+  pi->w2ru = vhd_locator_encode (VHD_LOC_W2RU, dir, pi->file->path,
+                                 &pi->w2ru_len);
   pi->name = vhd_utf8_to_utf16 (base, true, &pi->name_len);
   if (pi->w2ku == NULL || pi->w2ru == NULL || pi->name == NULL) {
     vhd_error ("%s: parent path is not valid UTF-8", p->parent);
@@ -142,22 +116,16 @@ load_parent (const char *child_path, const struct vhd_create_params *p,
     goto out;
   }
   r = 0;
-  goto out;
- nomem:
-  vhd_error ("%s: %m", child_path);
  out:
   free (copy);
   free (dir);
-  free (rel);
-  free (abs_win);
-  free (rel_win);
   return r;
 }
 
 static void
 set_locator (struct vhd_locator *l, uint32_t code, size_t len, uint64_t *at)
 {
-  uint64_t space = MAX (ROUND_UP (len, VHD_SECTOR), LOCATOR_MIN_SPACE);
+  uint64_t space = MAX (ROUND_UP (len, VHD_SECTOR), VHD_LOCATOR_MIN_SPACE);
 
   l->code = code;
   l->space = space;             /* bytes, as every producer writes it */
@@ -204,7 +172,7 @@ write_image (int fd, const struct vhd_create_params *p,
     struct stat st;
     memcpy (h.parent_id, pi->file->footer.unique_id, 16);
     if (fstat (pi->file->fd, &st) == 0)
-      h.parent_timestamp = vhd_time (st.st_mtime);
+      h.parent_timestamp = vhd_timestamp (st.st_mtime);
     memcpy (h.parent_name, pi->name, pi->name_len);
     set_locator (&h.loc[0], VHD_LOC_W2RU, pi->w2ru_len, &at);
     set_locator (&h.loc[1], VHD_LOC_W2KU, pi->w2ku_len, &at);
@@ -234,6 +202,77 @@ write_image (int fd, const struct vhd_create_params *p,
 }
 
 int
+vhd_new_file_begin (const char *path, char **tmp)
+{
+  int fd;
+
+  *tmp = NULL;
+  if (access (path, F_OK) == 0) {
+    vhd_error ("%s: file already exists; refusing to overwrite it", path);
+    errno = EEXIST;
+    return -1;
+  }
+  if (asprintf (tmp, "%s.tmpXXXXXX", path) == -1) {
+    *tmp = NULL;
+    vhd_error ("%s: %m", path);
+    return -1;
+  }
+  fd = mkostemp (*tmp, O_CLOEXEC);
+  if (fd == -1 || fchmod (fd, 0644) == -1) {
+    vhd_error ("%s: cannot create a file there: %m", path);
+    if (fd >= 0) {
+      close (fd);
+      unlink (*tmp);
+    }
+    free (*tmp);
+    *tmp = NULL;
+    return -1;
+  }
+  return fd;
+}
+
+int
+vhd_new_file_commit (int fd, const char *tmp, const char *path)
+{
+  if (fsync (fd) == -1) {
+    vhd_error ("%s: fsync: %m", path);
+    return -1;
+  }
+  if (link (tmp, path) == -1) {
+    if (errno == EEXIST)
+      vhd_error ("%s: file already exists; refusing to overwrite it", path);
+    else
+      vhd_error ("%s: %m", path);
+    return -1;
+  }
+  return 0;
+}
+
+void
+vhd_new_file_end (int fd, char *tmp)
+{
+  int saved_errno = errno;
+
+  if (fd >= 0)
+    close (fd);
+  if (tmp)
+    unlink (tmp);
+  free (tmp);
+  errno = saved_errno;
+}
+
+int
+vhd_new_image (int fd, const char *path, const struct vhd_create_params *params)
+{
+  struct vhd_create_params p = *params;
+  struct parent_info pi = { NULL };
+
+  if (check_params (path, &p) == -1)
+    return -1;
+  return write_image (fd, &p, &pi, path);
+}
+
+int
 vhd_create (const char *path, const struct vhd_create_params *params)
 {
   struct vhd_create_params p = *params;
@@ -258,40 +297,16 @@ vhd_create (const char *path, const struct vhd_create_params *params)
     errno = EINVAL;
     goto out;
   }
-  if (check_params (path, &p) == -1)
+  if (check_params (path, &p) == -1 ||
+      (fd = vhd_new_file_begin (path, &tmp)) == -1)
     goto out;
-
-  if (asprintf (&tmp, "%s.tmpXXXXXX", path) == -1) {
-    tmp = NULL;
-    vhd_error ("%s: %m", path);
+  if (write_image (fd, &p, &pi, path) == -1 ||
+      vhd_new_file_commit (fd, tmp, path) == -1)
     goto out;
-  }
-  fd = mkostemp (tmp, O_CLOEXEC);
-  if (fd == -1) {
-    vhd_error ("%s: cannot create a file there: %m", path);
-    goto out;
-  }
-  if (fchmod (fd, 0644) == -1 || write_image (fd, &p, &pi, path) == -1)
-    goto out;
-  if (fsync (fd) == -1) {
-    vhd_error ("%s: fsync: %m", path);
-    goto out;
-  }
-  if (link (tmp, path) == -1) {
-    if (errno == EEXIST)
-      vhd_error ("%s: file already exists; refusing to overwrite it", path);
-    else
-      vhd_error ("%s: %m", path);
-    goto out;
-  }
   r = 0;
 
  out:
-  if (fd >= 0)
-    close (fd);
-  if (tmp && fd >= 0)
-    unlink (tmp);
-  free (tmp);
+  vhd_new_file_end (fd, tmp);
   free_parent_info (&pi);
   return r;
 }

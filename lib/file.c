@@ -4,6 +4,14 @@
  * used, with overflow-safe arithmetic, so that a hostile file can only
  * produce an error naming the file and the structure at fault.  Nothing
  * here writes to the file.
+ *
+ * Every problem goes through vhd_report (problem.c), so the same code
+ * is also vhdtool check's examination: in check mode a problem is
+ * reported and the examination goes on where it can.  Where it cannot
+ * (the rest of the file depends on the broken field), unusable() marks
+ * the file and vhd_file_open returns it as far as it got.  Problems that
+ * mean the file cannot be examined at all (unreadable, not a VHD) still
+ * make the open fail, in check mode too.
  */
 #include <config.h>
 
@@ -18,6 +26,16 @@
 #include "internal.h"
 
 #define CHECKSUM_HINT "use the ignore-checksums option to open it anyway"
+
+/* The rest of the file cannot be examined.  Normal opens fail; check
+ * mode keeps what was found (see vhd_file_open). */
+static int
+unusable (struct vhd_file *f)
+{
+  f->unusable = true;
+  errno = EINVAL;
+  return -1;
+}
 
 static bool
 footer_cookie_ok (const uint8_t *b)
@@ -36,15 +54,16 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
   uint32_t sum;
 
   if (f->file_size < VHD_FOOTER_SIZE) {
-    vhd_error ("%s: not a VHD file: only %" PRIu64 " bytes long, "
-               "too short for a footer", f->path, f->file_size);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                "not a VHD file: only %" PRIu64 " bytes long, too short "
+                "for a footer", f->file_size);
     errno = EINVAL;
     return -1;
   }
   if (full_pread (f->fd, eof, VHD_FOOTER_SIZE,
                   f->file_size - VHD_FOOTER_SIZE) == -1 ||
       full_pread (f->fd, copy, VHD_FOOTER_SIZE, 0) == -1) {
-    vhd_error ("%s: reading footer: %m", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading footer: %m");
     return -1;
   }
 
@@ -67,15 +86,17 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
         (cf.disk_type == VHD_TYPE_DYNAMIC || cf.disk_type == VHD_TYPE_DIFF)) {
       /* A crash while extending the file can leave no valid footer at
        * the end; the copy at offset 0 is identical by construction. */
-      vhd_warning ("%s: no valid footer at end of file, using the copy "
-                   "at offset 0", f->path);
+      vhd_report (opts, VHD_WARN, f->path, "footer",
+                  ", using the copy at offset 0",
+                  "no valid footer at end of file");
       use = copy;
       f->footer_from_copy = true;
       f->footer_offset = f->file_size;
     }
     else {
-      vhd_error ("%s: not a VHD file: no 'conectix' footer cookie at the "
-                 "end of the file or at offset 0", f->path);
+      vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                  "not a VHD file: no 'conectix' footer cookie at the end "
+                  "of the file or at offset 0");
       errno = EINVAL;
       return -1;
     }
@@ -83,53 +104,67 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
 
   vhd_footer_decode (use, &f->footer);
   sum = vhd_checksum (use, VHD_FOOTER_SIZE, 64);
-  if (sum != f->footer.checksum) {
-    if (!opts->ignore_checksums) {
-      vhd_error ("%s: footer checksum mismatch (stored 0x%08x, computed "
-                 "0x%08x); %s", f->path, f->footer.checksum, sum,
-                 CHECKSUM_HINT);
-      errno = EINVAL;
-      return -1;
-    }
-    vhd_warning ("%s: footer checksum mismatch (stored 0x%08x, computed "
-                 "0x%08x), ignored", f->path, f->footer.checksum, sum);
+  if (sum != f->footer.checksum &&
+      vhd_report (opts, opts->ignore_checksums ? VHD_WARN : VHD_ERROR,
+                  f->path, "footer",
+                  opts->ignore_checksums ? ", ignored" : "; " CHECKSUM_HINT,
+                  "footer checksum mismatch (stored 0x%08x, computed "
+                  "0x%08x)", f->footer.checksum, sum)) {
+    errno = EINVAL;
+    return -1;
   }
   if (!f->footer_from_copy &&
       (f->footer.disk_type == VHD_TYPE_DYNAMIC ||
-       f->footer.disk_type == VHD_TYPE_DIFF))
+       f->footer.disk_type == VHD_TYPE_DIFF)) {
     f->footer_copy_differs = memcmp (copy, use, VHD_FOOTER_SIZE - 1) != 0;
+    if (f->footer_copy_differs)
+      vhd_report (opts, VHD_NOTE, f->path, "footer copy", "",
+                  "footer copy at offset 0 differs from the footer at the "
+                  "end of the file%s", footer_cookie_ok (copy) ? ""
+                  : " (it has no 'conectix' cookie)");
+  }
   return 0;
 }
 
 static int
-check_footer_fields (struct vhd_file *f)
+check_footer_fields (struct vhd_file *f, const struct vhd_open_options *opts)
 {
   const struct vhd_footer *ft = &f->footer;
 
-  if ((ft->version >> 16) != 1) {
-    vhd_error ("%s: footer: unsupported file format version 0x%08x",
-               f->path, ft->version);
+  if ((ft->version >> 16) != 1 &&
+      vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+                  "footer: unsupported file format version 0x%08x",
+                  ft->version))
     goto inval;
-  }
   if (ft->disk_type != VHD_TYPE_FIXED && ft->disk_type != VHD_TYPE_DYNAMIC &&
       ft->disk_type != VHD_TYPE_DIFF) {
-    vhd_error ("%s: footer: unsupported disk type %u", f->path,
-               ft->disk_type);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+                "footer: unsupported disk type %u", ft->disk_type);
+    return unusable (f);
   }
   if (ft->current_size % VHD_SECTOR != 0) {
-    vhd_error ("%s: footer: current size %" PRIu64 " is not a multiple "
-               "of %d", f->path, ft->current_size, VHD_SECTOR);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+                "footer: current size %" PRIu64 " is not a multiple of %d",
+                ft->current_size, VHD_SECTOR);
+    return unusable (f);
   }
   f->type = ft->disk_type;
   f->size = ft->current_size;
   if (f->type == VHD_TYPE_FIXED && f->size > f->footer_offset) {
-    vhd_error ("%s: truncated: fixed disk of %" PRIu64 " bytes but the "
-               "footer is at offset %" PRIu64, f->path, f->size,
-               f->footer_offset);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                "truncated: fixed disk of %" PRIu64 " bytes but the footer "
+                "is at offset %" PRIu64, f->size, f->footer_offset);
+    return unusable (f);
   }
+  /* Harmless to readers, but no producer writes them: worth a note. */
+  if (!(ft->features & 2))
+    vhd_report (opts, VHD_NOTE, f->path, "footer", "",
+                "footer: features 0x%08x lack the reserved bit 0x2 that "
+                "must always be set", ft->features);
+  if (f->type == VHD_TYPE_FIXED && ft->data_offset != UINT64_MAX)
+    vhd_report (opts, VHD_NOTE, f->path, "footer", "",
+                "footer: data offset of a fixed disk is 0x%" PRIx64
+                ", not all ones", ft->data_offset);
   return 0;
 
  inval:
@@ -154,72 +189,77 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
 
   if (off % VHD_SECTOR != 0 || off > f->file_size ||
       f->file_size - off < VHD_HEADER_SIZE) {
-    vhd_error ("%s: footer: dynamic header offset %" PRIu64 " is not "
-               "inside the file", f->path, off);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+                "footer: dynamic header offset %" PRIu64 " is not inside "
+                "the file", off);
+    return unusable (f);
   }
   if (full_pread (f->fd, buf, sizeof buf, off) == -1) {
-    vhd_error ("%s: reading dynamic header: %m", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                "reading dynamic header: %m");
     return -1;
   }
   vhd_header_decode (buf, h);
   if (memcmp (h->cookie, "cxsparse", 8) != 0) {
-    vhd_error ("%s: dynamic header at offset %" PRIu64 ": bad cookie "
-               "(expected 'cxsparse')", f->path, off);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                "dynamic header at offset %" PRIu64 ": bad cookie "
+                "(expected 'cxsparse')", off);
+    return unusable (f);
   }
   sum = vhd_checksum (buf, sizeof buf, 36);
-  if (sum != h->checksum) {
-    if (!opts->ignore_checksums) {
-      vhd_error ("%s: dynamic header checksum mismatch (stored 0x%08x, "
-                 "computed 0x%08x); %s", f->path, h->checksum, sum,
-                 CHECKSUM_HINT);
-      goto inval;
-    }
-    vhd_warning ("%s: dynamic header checksum mismatch (stored 0x%08x, "
-                 "computed 0x%08x), ignored", f->path, h->checksum, sum);
-  }
-  if ((h->version >> 16) != 1) {
-    vhd_error ("%s: dynamic header: unsupported version 0x%08x",
-               f->path, h->version);
+  if (sum != h->checksum &&
+      vhd_report (opts, opts->ignore_checksums ? VHD_WARN : VHD_ERROR,
+                  f->path, "dynamic header",
+                  opts->ignore_checksums ? ", ignored" : "; " CHECKSUM_HINT,
+                  "dynamic header checksum mismatch (stored 0x%08x, "
+                  "computed 0x%08x)", h->checksum, sum))
     goto inval;
-  }
+  if ((h->version >> 16) != 1 &&
+      vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                  "dynamic header: unsupported version 0x%08x", h->version))
+    goto inval;
+  if (h->data_offset != UINT64_MAX)
+    vhd_report (opts, VHD_NOTE, f->path, "dynamic header", "",
+                "dynamic header: data offset is 0x%" PRIx64 ", not all "
+                "ones", h->data_offset);
   if (!IS_POWER_OF_2 (h->block_size) || h->block_size < VHD_SECTOR ||
       h->block_size > VHD_MAX_BLOCK_SIZE) {
-    vhd_error ("%s: dynamic header: block size %u is not a power of two "
-               "between 512 and %u", f->path, h->block_size,
-               VHD_MAX_BLOCK_SIZE);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                "dynamic header: block size %u is not a power of two "
+                "between 512 and %u", h->block_size, VHD_MAX_BLOCK_SIZE);
+    return unusable (f);
   }
   f->block_size = h->block_size;
   f->bitmap_bytes = vhd_bitmap_bytes (h->block_size);
   f->sectors_per_block = h->block_size / VHD_SECTOR;
   if (f->size > (uint64_t) UINT32_MAX * f->block_size) {
-    vhd_error ("%s: footer: current size %" PRIu64 " is too large for "
-               "block size %u", f->path, f->size, f->block_size);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+                "footer: current size %" PRIu64 " is too large for block "
+                "size %u", f->size, f->block_size);
+    return unusable (f);
   }
   f->n_blocks = (f->size + f->block_size - 1) / f->block_size;
   if (h->max_table_entries < f->n_blocks) {
-    vhd_error ("%s: dynamic header: %u BAT entries cannot cover a disk of "
-               "%" PRIu64 " bytes with %u-byte blocks (need %u)", f->path,
-               h->max_table_entries, f->size, f->block_size, f->n_blocks);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                "dynamic header: %u BAT entries cannot cover a disk of "
+                "%" PRIu64 " bytes with %u-byte blocks (need %u)",
+                h->max_table_entries, f->size, f->block_size, f->n_blocks);
+    return unusable (f);
   }
   if (h->max_table_entries > MAX (f->n_blocks,
                                   VHD_MAX_SIZE / f->block_size)) {
-    vhd_error ("%s: dynamic header: absurd BAT entry count %u",
-               f->path, h->max_table_entries);
-    goto inval;
+    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                "dynamic header: absurd BAT entry count %u",
+                h->max_table_entries);
+    return unusable (f);
   }
   if (f->type == VHD_TYPE_DIFF) {
     f->parent_name = vhd_utf16_to_utf8 (h->parent_name,
                                         sizeof h->parent_name, true);
-    if (f->parent_name == NULL) {
-      vhd_error ("%s: dynamic header: parent name is not valid UTF-16",
-                 f->path);
+    if (f->parent_name == NULL &&
+        vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+                    "dynamic header: parent name is not valid UTF-16"))
       goto inval;
-    }
   }
   return 0;
 
@@ -228,10 +268,54 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
   return -1;
 }
 
+/* [start, end) of locator slot i's reserved area (empty if unusable). */
+static void
+locator_area (const struct vhd_file *f, int i, uint64_t *start, uint64_t *end)
+{
+  const struct vhd_locator *l = &f->header.loc[i];
+  uint64_t space = vhd_locator_space_bytes (l->space);
+
+  *start = *end = 0;
+  if (l->code != 0 && l->offset <= f->file_size &&
+      f->file_size - l->offset >= space) {
+    *start = l->offset;
+    *end = l->offset + space;
+  }
+}
+
+/* Reserved areas that overlap other metadata: readers do not mind,
+ * but rewriting such a locator (set-parent) would corrupt the other
+ * structure, so set-parent never does, and check notes it. */
+static void
+note_locator_overlaps (const struct vhd_file *f,
+                       const struct vhd_open_options *opts, int i,
+                       uint64_t bat_start, uint64_t bat_end)
+{
+  uint64_t s, e, s2, e2;
+  int j;
+
+  locator_area (f, i, &s, &e);
+  if (s == e)
+    return;
+  if (overlaps (s, e, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
+      overlaps (s, e, bat_start, bat_end))
+    vhd_report (opts, VHD_NOTE, f->path, "parent locator", "",
+                "parent locator %d: its reserved area [%" PRIu64 ", %"
+                PRIu64 ") overlaps the header or the BAT", i, s, e);
+  for (j = 0; j < i; j++) {
+    locator_area (f, j, &s2, &e2);
+    if (s2 != e2 && overlaps (s, e, s2, e2))
+      vhd_report (opts, VHD_NOTE, f->path, "parent locator", "",
+                  "parent locators %d and %d: their reserved areas "
+                  "overlap", j, i);
+  }
+}
+
 /* Locator areas, checked for differencing disks (ignored otherwise:
  * dynamic disks should have none, and we never use them). */
 static int
-check_locators (struct vhd_file *f)
+check_locators (struct vhd_file *f, const struct vhd_open_options *opts,
+                uint64_t bat_start, uint64_t bat_end)
 {
   int i;
   char name[5];
@@ -247,23 +331,30 @@ check_locators (struct vhd_file *f)
     vhd_locator_code_name (l->code, name);
     space = vhd_locator_space_bytes (l->space);
     if (space == 0 && l->length > 0) {
-      vhd_error ("%s: parent locator %d (%s): invalid data space %u",
-                 f->path, i, name, l->space);
-      goto inval;
+      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+                      "parent locator %d (%s): invalid data space %u",
+                      i, name, l->space))
+        goto inval;
+      continue;
     }
     if (l->length > space) {
-      vhd_error ("%s: parent locator %d (%s): length %u exceeds its "
-                 "reserved space of %" PRIu64 " bytes", f->path, i, name,
-                 l->length, space);
-      goto inval;
+      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+                      "parent locator %d (%s): length %u exceeds its "
+                      "reserved space of %" PRIu64 " bytes", i, name,
+                      l->length, space))
+        goto inval;
+      continue;
     }
     if (l->offset > f->file_size || f->file_size - l->offset < space) {
-      vhd_error ("%s: parent locator %d (%s): data at offset %" PRIu64
-                 " (%" PRIu64 " bytes) lies past the end of the file",
-                 f->path, i, name, l->offset, space);
-      goto inval;
+      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+                      "parent locator %d (%s): data at offset %" PRIu64
+                      " (%" PRIu64 " bytes) lies past the end of the file",
+                      i, name, l->offset, space))
+        goto inval;
+      continue;
     }
     f->metadata_end = MAX (f->metadata_end, l->offset + space);
+    note_locator_overlaps (f, opts, i, bat_start, bat_end);
   }
   return 0;
 
@@ -308,8 +399,46 @@ block_needed_bytes (const struct vhd_file *f, uint32_t blk)
   return f->bitmap_bytes + MIN ((uint64_t) f->block_size, f->size - start);
 }
 
+/* Is BAT entry i (allocated, [start, end) in the file) sound?  Reports
+ * what is wrong; false means the entry must not be used. */
+static bool
+bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
+              uint32_t i, uint64_t start, uint64_t end, uint64_t data_limit,
+              uint64_t bat_bytes, bool *fail)
+{
+  const struct vhd_header *h = &f->header;
+  uint32_t j;
+
+  if (end > data_limit) {
+    *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+                        "BAT entry %u (sector %u) points past the end of "
+                        "the file data (%" PRIu64 " bytes)", i, f->bat[i],
+                        data_limit);
+    return false;
+  }
+  if (overlaps (start, end, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
+      overlaps (start, end, h->table_offset, h->table_offset + bat_bytes)) {
+    *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+                        "BAT entry %u (sector %u) overlaps the header or "
+                        "the BAT", i, f->bat[i]);
+    return false;
+  }
+  for (j = 0; j < VHD_NUM_LOCATORS; j++) {
+    const struct vhd_locator *l = &h->loc[j];
+    if (f->type == VHD_TYPE_DIFF && l->code != 0 &&
+        overlaps (start, end, l->offset,
+                  l->offset + vhd_locator_space_bytes (l->space))) {
+      *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+                          "BAT entry %u (sector %u) overlaps parent "
+                          "locator %u", i, f->bat[i], j);
+      return false;
+    }
+  }
+  return true;
+}
+
 static int
-read_bat (struct vhd_file *f)
+read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
 {
   const struct vhd_header *h = &f->header;
   uint64_t bat_bytes = ROUND_UP ((uint64_t) h->max_table_entries * 4,
@@ -320,30 +449,32 @@ read_bat (struct vhd_file *f)
   uint8_t *raw = NULL;
   uint32_t *sorted = NULL;
   uint32_t i, n_alloc = 0;
+  bool fail = false;
 
   if (h->table_offset % VHD_SECTOR != 0 || h->table_offset > f->file_size ||
       f->file_size - h->table_offset < bat_bytes) {
-    vhd_error ("%s: dynamic header: BAT at offset %" PRIu64 " (%" PRIu64
-               " bytes) lies past the end of the file", f->path,
-               h->table_offset, bat_bytes);
-    errno = EINVAL;
-    return -1;
+    vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+                "dynamic header: BAT at offset %" PRIu64 " (%" PRIu64
+                " bytes) lies past the end of the file", h->table_offset,
+                bat_bytes);
+    return unusable (f);
   }
   f->metadata_end = MAX (f->footer.data_offset + VHD_HEADER_SIZE,
                          h->table_offset + bat_bytes);
   note_tap_batmap (f, h->table_offset + bat_bytes);
-  if (check_locators (f) == -1)
+  if (check_locators (f, opts, h->table_offset,
+                      h->table_offset + bat_bytes) == -1)
     return -1;
 
   raw = malloc (loaded * 4 + 1);
   f->bat = malloc (loaded * sizeof *f->bat + 1);
   sorted = malloc (f->n_blocks * sizeof *sorted + 1);
   if (raw == NULL || f->bat == NULL || sorted == NULL) {
-    vhd_error ("%s: BAT: %m", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "", "BAT: %m");
     goto err;
   }
   if (full_pread (f->fd, raw, loaded * 4, h->table_offset) == -1) {
-    vhd_error ("%s: reading BAT: %m", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading BAT: %m");
     goto err;
   }
   for (i = 0; i < loaded; i++)
@@ -352,33 +483,16 @@ read_bat (struct vhd_file *f)
 
   for (i = 0; i < f->n_blocks; i++) {
     uint64_t start, end;
-    uint32_t j;
 
     if (f->bat[i] == VHD_BAT_UNUSED)
       continue;
     start = (uint64_t) f->bat[i] * VHD_SECTOR;
     end = start + block_needed_bytes (f, i);
-    if (end > data_limit) {
-      vhd_error ("%s: BAT entry %u (sector %u) points past the end of the "
-                 "file data (%" PRIu64 " bytes)", f->path, i, f->bat[i],
-                 data_limit);
-      goto inval;
-    }
-    if (overlaps (start, end, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
-        overlaps (start, end, h->table_offset, h->table_offset + bat_bytes)) {
-      vhd_error ("%s: BAT entry %u (sector %u) overlaps the header or the "
-                 "BAT", f->path, i, f->bat[i]);
-      goto inval;
-    }
-    for (j = 0; j < VHD_NUM_LOCATORS; j++) {
-      const struct vhd_locator *l = &h->loc[j];
-      if (f->type == VHD_TYPE_DIFF && l->code != 0 &&
-          overlaps (start, end, l->offset,
-                    l->offset + vhd_locator_space_bytes (l->space))) {
-        vhd_error ("%s: BAT entry %u (sector %u) overlaps parent locator "
-                   "%u", f->path, i, f->bat[i], j);
+    if (!bat_entry_ok (f, opts, i, start, end, data_limit, bat_bytes,
+                       &fail)) {
+      if (fail)
         goto inval;
-      }
+      continue;
     }
     f->data_end = MAX (f->data_end,
                        start + f->bitmap_bytes + f->block_size);
@@ -392,11 +506,11 @@ read_bat (struct vhd_file *f)
     uint64_t prev_end = (uint64_t) sorted[i - 1] * VHD_SECTOR +
                         f->bitmap_bytes + f->block_size;
     if ((uint64_t) sorted[i] * VHD_SECTOR < prev_end &&
-        prev_end <= data_limit) {
-      vhd_error ("%s: BAT: blocks at sectors %u and %u overlap", f->path,
-                 sorted[i - 1], sorted[i]);
+        prev_end <= data_limit &&
+        vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+                    "BAT: blocks at sectors %u and %u overlap",
+                    sorted[i - 1], sorted[i]))
       goto inval;
-    }
   }
   free (raw);
   free (sorted);
@@ -425,21 +539,23 @@ vhd_file_open (const char *path, bool writable,
   f->fd = -1;
   f->path = realpath (path, NULL);
   if (f->path == NULL) {
-    vhd_error ("%s: %m", path);
+    vhd_report (opts, VHD_ERROR, path, "file", "", "%m");
     goto err;
   }
   f->writable = writable;
   f->fd = open (f->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (f->fd == -1) {
-    vhd_error ("%s: open%s: %m", f->path, writable ? " for writing" : "");
+    vhd_report (opts, VHD_ERROR, f->path, "file", "", "open%s: %m",
+                writable ? " for writing" : "");
     goto err;
   }
   if (fstat (f->fd, &st) == -1 || (end = lseek (f->fd, 0, SEEK_END)) == -1) {
-    vhd_error ("%s: %m", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "", "%m");
     goto err;
   }
   if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-    vhd_error ("%s: not a regular file or block device", f->path);
+    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                "not a regular file or block device");
     errno = EINVAL;
     goto err;
   }
@@ -447,12 +563,16 @@ vhd_file_open (const char *path, bool writable,
   f->ino = st.st_ino;
   f->file_size = end;
 
-  if (read_footer (f, opts) == -1 || check_footer_fields (f) == -1)
+  if (read_footer (f, opts) == -1 || check_footer_fields (f, opts) == -1 ||
+      (f->type != VHD_TYPE_FIXED &&
+       (read_header (f, opts) == -1 || read_bat (f, opts) == -1))) {
+    /* Check mode: what was found is reported; the file is returned
+     * for the rest of the examination, which stops at it. */
+    if (f->unusable && opts->problem)
+      goto done;
     goto err;
-  if (f->type != VHD_TYPE_FIXED &&
-      (read_header (f, opts) == -1 || read_bat (f) == -1))
-    goto err;
-
+  }
+ done:
   *out = f;
   return 0;
 

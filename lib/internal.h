@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "vhd.h"
 
@@ -91,6 +92,17 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint32_t rel, uint32_t n);
 
+/* problem.c: one problem found while validating.  NOTE: only check
+ * mode reports it; WARN: a warning otherwise; ERROR: otherwise an error
+ * (with suffix appended) and the return value is true: the caller must
+ * fail.  In check mode the return value is false and the caller carries
+ * on where it can (suffix, a hint for the normal message, is dropped). */
+enum vhd_severity { VHD_NOTE, VHD_WARN, VHD_ERROR };
+bool vhd_report (const struct vhd_open_options *opts, enum vhd_severity sev,
+                 const char *file, const char *structure, const char *suffix,
+                 const char *fs, ...)
+  __attribute__ ((format (printf, 6, 7)));
+
 /* locator.c: open the parent of child, honouring the options. */
 int vhd_find_parent (const struct vhd_file *child,
                      const struct vhd_open_options *opts,
@@ -110,6 +122,65 @@ int vhd_writer_init (struct vhd_chain *c);
 void vhd_writer_free (struct vhd_chain *c);
 /* Compute where the next block of f may be placed. */
 uint64_t vhd_next_free (const struct vhd_file *f);
+
+/* create.c: a new file is built under a temporary name next to path
+ * (begin returns its descriptor), made durable and linked to path
+ * (commit: fails if path exists), and the temporary name removed (end,
+ * always).  new_image writes an empty fixed or dynamic disk into fd. */
+int vhd_new_file_begin (const char *path, char **tmp);
+int vhd_new_file_commit (int fd, const char *tmp, const char *path);
+void vhd_new_file_end (int fd, char *tmp);
+int vhd_new_image (int fd, const char *path,
+                   const struct vhd_create_params *p);
+
+/* ondisk.c: time stamps count seconds from 2000-01-01T00:00:00Z. */
+#define VHD_EPOCH 946684800
+uint32_t vhd_timestamp (time_t t);
+
+/* locator-data.c: the data of a locator of kind code naming
+ * parent_path (absolute) for a child in child_dir (absolute); malloc'd,
+ * NULL (errno ENOTSUP) for kinds we cannot write. */
+#define VHD_LOCATOR_MIN_SPACE 4096  /* room to rewrite a locator later */
+uint8_t *vhd_locator_encode (uint32_t code, const char *child_dir,
+                             const char *parent_path, size_t *len);
+
+/* reparent.c: point child (a differencing disk opened writable, locked
+ * by the caller) at parent: parent id, timestamp, name, locators. */
+int vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
+                  vhd_step_fn step, void *opaque);
+
+/* journal.c: the merge journal (see there). */
+struct journal_entry {
+  uint8_t id[16];
+  char *path;
+};
+struct merge_journal {
+  struct journal_entry file, target;
+  struct journal_entry *remove;         /* intermediate layers */
+  size_t n_remove;
+};
+char *vhd_journal_path (const char *file);
+/* -1 with errno ENOENT (and no message) when there is none. */
+int vhd_journal_read (const char *jpath, struct merge_journal *j);
+int vhd_journal_write (const char *jpath, const struct merge_journal *j);
+void vhd_journal_free (struct merge_journal *j);
+/* fsync the directory holding path. */
+int vhd_sync_dir (const char *path);
+
+/* copy.c: copy the ranges of src's view that layers [lo, hi) supply,
+ * read in chunks; each chunk is cut into runs that are all zeros and
+ * runs that are not, passed to zero (or skipped if it is NULL) and to
+ * data.  Ranges that no layer holds are never copied. */
+struct vhd_copy {
+  struct vhd_chain *src;
+  int lo, hi;
+  int (*data) (void *opaque, const void *buf, uint64_t len, uint64_t off);
+  int (*zero) (void *opaque, uint64_t len, uint64_t off);
+  void *opaque;
+  vhd_progress_fn progress;
+  void *progress_opaque;
+};
+int vhd_copy_chain (const struct vhd_copy *cp);
 
 /* The footer to write at EOF: the one in use, with a correct checksum. */
 void vhd_file_footer_bytes (const struct vhd_file *f,

@@ -257,6 +257,34 @@ collect_candidates (const struct vhd_file *child,
   free_candidates (&names);
 }
 
+/* Check mode: candidates are opened quietly (only the parent's own
+ * problems belong in the report), keeping the first problem in case the
+ * candidate cannot be opened at all. */
+static void
+keep_first_problem (void *opaque, const char *file, const char *structure,
+                    const char *what)
+{
+  char *why = opaque;
+  if (why[0] == '\0')
+    snprintf (why, 256, "%s", what);
+}
+
+/* Check mode: reopen the chosen parent, reporting its problems. */
+static int
+reopen_reporting (struct vhd_file **p, const struct vhd_open_options *opts)
+{
+  char *path = strdup ((*p)->path);
+  int r;
+
+  vhd_file_close (*p);
+  *p = NULL;
+  if (path == NULL)
+    return -1;
+  r = vhd_file_open (path, false, opts, p);
+  free (path);
+  return r;
+}
+
 int
 vhd_find_parent (const struct vhd_file *child,
                  const struct vhd_open_options *opts,
@@ -266,9 +294,15 @@ vhd_find_parent (const struct vhd_file *child,
   struct vhd_file *mismatch = NULL;
   char *dir_copy = strdup (child->path);
   char tried[2048] = "";
-  char want[37], got[37];
+  char want[37], got[37], why[256];
+  struct vhd_open_options quiet = *opts;
   size_t i;
   int ret = -1;
+
+  if (opts->problem) {
+    quiet.problem = keep_first_problem;
+    quiet.problem_opaque = why;
+  }
 
   if (dir_copy == NULL) {
     vhd_error ("%s: %m", child->path);
@@ -285,16 +319,24 @@ vhd_find_parent (const struct vhd_file *child,
                 "%s%s", tried[0] ? ", " : "", c.paths[i]);
     if (path == NULL)
       continue;
-    if (vhd_file_open (path, false, opts, &p) == -1) {
+    why[0] = '\0';
+    if (vhd_file_open (path, false, &quiet, &p) == -1) {
       /* The file is where the parent should be but is unusable: say so
        * rather than hide the reason behind "not found". */
-      vhd_error ("%s: its parent candidate %s cannot be opened",
-                 child->path, path);
+      if (opts->problem)
+        vhd_report (opts, VHD_ERROR, child->path, "parent", "",
+                    "its parent candidate %s cannot be opened: %s", path,
+                    why);
+      else
+        vhd_error ("%s: its parent candidate %s cannot be opened",
+                   child->path, path);
       free (path);
       goto out;
     }
     free (path);
     if (memcmp (p->footer.unique_id, child->header.parent_id, 16) == 0) {
+      if (opts->problem && reopen_reporting (&p, opts) == -1)
+        goto out;
       *parent = p;
       ret = 0;
       goto out;
@@ -306,6 +348,20 @@ vhd_find_parent (const struct vhd_file *child,
   }
 
   vhd_uuid_format (child->header.parent_id, want);
+  if (mismatch && opts->problem) {
+    /* Check mode: report, then examine the rest of the chain through
+     * the file that is there. */
+    vhd_uuid_format (mismatch->footer.unique_id, got);
+    vhd_report (opts, VHD_ERROR, child->path, "parent",
+                "", "parent id mismatch: the child expects parent id %s, "
+                "but %s has id %s", want, mismatch->path, got);
+    if (reopen_reporting (&mismatch, opts) == 0) {
+      *parent = mismatch;
+      mismatch = NULL;
+      ret = 0;
+    }
+    goto out;
+  }
   if (mismatch) {
     vhd_uuid_format (mismatch->footer.unique_id, got);
     if (opts->ignore_id_mismatch) {
@@ -323,10 +379,11 @@ vhd_find_parent (const struct vhd_file *child,
     errno = EINVAL;
   }
   else {
-    vhd_error ("%s: parent not found (parent id %s, name \"%s\"); tried: "
-               "%s; use the parent or parent-dir option to say where it is",
-               child->path, want, child->parent_name ? child->parent_name : "",
-               tried[0] ? tried : "nothing (no locators, no parent name)");
+    vhd_report (opts, VHD_ERROR, child->path, "parent",
+                "; use the parent or parent-dir option to say where it is",
+                "parent not found (parent id %s, name \"%s\"); tried: %s",
+                want, child->parent_name ? child->parent_name : "",
+                tried[0] ? tried : "nothing (no locators, no parent name)");
     errno = ENOENT;
   }
 

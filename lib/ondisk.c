@@ -154,6 +154,12 @@ vhd_chs (uint64_t size, uint16_t *cyl, uint8_t *heads, uint8_t *spt)
 }
 
 uint32_t
+vhd_timestamp (time_t t)
+{
+  return t > VHD_EPOCH ? (uint32_t) (t - VHD_EPOCH) : 0;
+}
+
+uint32_t
 vhd_bitmap_bytes (uint32_t block_size)
 {
   uint32_t sectors = block_size / VHD_SECTOR;

@@ -134,6 +134,17 @@ uint8_t *vhd_utf8_to_utf16 (const char *s, bool big_endian, size_t *bytes);
 
 /* ------------------------------------------------------------ one file */
 
+/* Check mode (vhdtool check).  With a problem handler in the open
+ * options, opening a file or a chain reports every problem it finds to
+ * the handler, instead of failing at the first one, and carries on
+ * wherever the rest can still be examined.  file is the file at fault,
+ * structure the part of it ("footer", "dynamic header", "BAT",
+ * "parent locator 0", "parent", "chain", ...) and what the message,
+ * worded as the error a normal open would give.  A chain opened in
+ * check mode can be inspected (its layers), not read or written. */
+typedef void (*vhd_problem_fn) (void *opaque, const char *file,
+                                const char *structure, const char *what);
+
 struct vhd_open_options {
   bool readonly;                /* open the top file read-only */
   bool ignore_checksums;        /* accept footer/header checksum errors */
@@ -145,6 +156,8 @@ struct vhd_open_options {
   size_t n_parent_files;
   const char *const *parent_dirs;   /* directories to search for parents */
   size_t n_parent_dirs;
+  vhd_problem_fn problem;       /* check mode when set (see above) */
+  void *problem_opaque;
 };
 
 struct vhd_file {
@@ -174,6 +187,8 @@ struct vhd_file {
   uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
   uint64_t data_end;            /* end of the last allocated block */
   char *parent_name;            /* parent unicode name as UTF-8 */
+  bool unusable;                /* check mode: too damaged to examine
+                                   further (its parent is not looked for) */
 };
 
 int vhd_file_open (const char *path, bool writable,
@@ -238,5 +253,53 @@ struct vhd_create_params {
 
 /* Creates FILE; refuses (EEXIST) to overwrite an existing file. */
 int vhd_create (const char *path, const struct vhd_create_params *p);
+
+/* ------------------------------------------------------------ operations */
+
+/* Progress of a long operation: done out of total bytes. */
+typedef void (*vhd_progress_fn) (void *opaque, uint64_t done, uint64_t total);
+/* Called as a long operation passes each of its named steps (see the
+ * crash-safety comments of merge.c and reparent.c); lets vhdtool's test
+ * suite kill the process at exactly that point. */
+typedef void (*vhd_step_fn) (void *opaque, const char *step);
+
+#define VHD_OUTPUT_RAW 0        /* convert: a plain raw image */
+
+struct vhd_convert_params {
+  uint32_t type;                /* VHD_TYPE_FIXED, _DYNAMIC or VHD_OUTPUT_RAW */
+  uint32_t block_size;          /* dynamic: 0 = 2 MiB */
+  vhd_progress_fn progress;
+  void *opaque;
+};
+
+/* Flattens the chain into the new standalone file OUTPUT; refuses
+ * (EEXIST) to overwrite an existing file.  Ranges that read as zeros
+ * are not written: holes in raw and fixed output, unallocated blocks
+ * in dynamic output. */
+int vhd_convert (struct vhd_chain *src, const char *output,
+                 const struct vhd_convert_params *p);
+
+struct vhd_merge_params {
+  const char *into;             /* ancestor to merge into; NULL = parent */
+  vhd_progress_fn progress;
+  vhd_step_fn step;
+  void *opaque;
+};
+
+/* Merge-VHD: FILE and every layer between it and the target go into
+ * the target, then are removed.  Crash-safe and resumable: see merge.c. */
+int vhd_merge (const char *file, const struct vhd_merge_params *p);
+
+struct vhd_set_parent_params {
+  bool ignore_id_mismatch;      /* accept (and record) a different id */
+  vhd_step_fn step;
+  void *opaque;
+};
+
+/* Set-VHD -ParentPath: point differencing disk FILE at PARENT,
+ * rewriting its parent id (only with ignore_id_mismatch), name,
+ * timestamp and locators.  Crash-safe: see reparent.c. */
+int vhd_set_parent (const char *file, const char *parent,
+                    const struct vhd_set_parent_params *p);
 
 #endif /* VHD_H */

@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,4 +110,16 @@ human_size (uint64_t bytes, char *buf, size_t len)
     snprintf (buf, len, "%" PRIu64 " bytes", bytes);
   else
     snprintf (buf, len, "%.1f %s", v, units[u]);
+}
+
+/* vhd_step_fn.  The crash tests set VHDTOOL_TEST_KILL_AT to a step name
+ * to have the process killed (SIGKILL, nothing cleaned up) exactly when
+ * an operation reaches that step. */
+void
+test_step (void *opaque, const char *step)
+{
+  const char *at = getenv ("VHDTOOL_TEST_KILL_AT");
+
+  if (at && strcmp (at, step) == 0)
+    raise (SIGKILL);
 }

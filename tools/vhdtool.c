@@ -14,6 +14,11 @@ static const struct command {
 } commands[] = {
   { "create", cmd_create, "create a fixed, dynamic or differencing VHD" },
   { "info", cmd_info, "show a VHD's metadata and its resolved chain" },
+  { "check", cmd_check, "examine a VHD and its chain, report every problem" },
+  { "map", cmd_map, "show which file of the chain supplies each range" },
+  { "merge", cmd_merge, "merge a differencing disk into an ancestor" },
+  { "convert", cmd_convert, "flatten a chain into a new standalone disk" },
+  { "set-parent", cmd_set_parent, "point a differencing disk at its parent" },
 };
 
 static void
@@ -26,16 +31,22 @@ usage (FILE *fp)
            "\n"
            "Commands:\n", progname);
   for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf (fp, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf (fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf (fp,
            "\n"
            "  vhdtool create [-t fixed|dynamic] [-b BLOCK_SIZE] FILE SIZE\n"
            "  vhdtool create -p PARENT [-b BLOCK_SIZE] FILE\n"
            "  vhdtool info [--json] [--ignore-checksums] [--ignore-id-mismatch]\n"
            "               [--parent FILE]... [--parent-dir DIR]... FILE\n"
+           "  vhdtool check [--json] FILE\n"
+           "  vhdtool map [--json] FILE\n"
+           "  vhdtool merge [--into ANCESTOR] [-p] FILE\n"
+           "  vhdtool convert [-t fixed|dynamic|raw] [-p] FILE OUTPUT\n"
+           "  vhdtool set-parent [--ignore-id-mismatch] FILE PARENT\n"
            "\n"
            "Run '%s COMMAND --help' for a command's options; see vhdtool(1).\n"
-           "Exit status: 0 success, 1 failure, 2 bad usage.\n", progname);
+           "Exit status: 0 success, 1 failure (check: problems found),\n"
+           "2 bad usage (check: FILE cannot be checked).\n", progname);
 }
 
 int

@@ -16,6 +16,11 @@
 
 int cmd_create (int argc, char **argv);
 int cmd_info (int argc, char **argv);
+int cmd_check (int argc, char **argv);
+int cmd_map (int argc, char **argv);
+int cmd_merge (int argc, char **argv);
+int cmd_convert (int argc, char **argv);
+int cmd_set_parent (int argc, char **argv);
 
 /* util.c */
 extern const char *progname;
@@ -26,5 +31,17 @@ int parse_size (const char *s, uint64_t *out);
 void usage_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void json_string (FILE *fp, const char *s);
 void human_size (uint64_t bytes, char *buf, size_t len);
+
+/* progress.c: -p */
+struct progress {
+  bool enabled;                 /* -p given and stderr is a terminal */
+  int shown;                    /* hundredths of a percent on screen */
+};
+void progress_init (struct progress *p, bool wanted);
+void progress_update (void *opaque, uint64_t done, uint64_t total);
+void progress_done (struct progress *p);
+
+/* util.c: the step hook of the crash tests (see vhdtool(1), ENVIRONMENT). */
+void test_step (void *opaque, const char *step);
 
 #endif

@@ -1,0 +1,78 @@
+/* vhdtool convert: Convert-VHD, flattening a whole chain. */
+#include <config.h>
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vhdtool.h"
+
+static void
+convert_help (void)
+{
+  printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] FILE OUTPUT\n"
+          "\n"
+          "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
+          "The source files are only read; an existing OUTPUT is never\n"
+          "overwritten.  Ranges that read as zeros stay sparse.\n"
+          "\n"
+          "  -t, --type TYPE   fixed, dynamic (the default) or raw\n"
+          "  -p, --progress    show a progress bar (on a terminal)\n");
+}
+
+int
+cmd_convert (int argc, char **argv)
+{
+  static const struct option long_opts[] = {
+    { "type", required_argument, NULL, 't' },
+    { "progress", no_argument, NULL, 'p' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct vhd_convert_params p = { .type = VHD_TYPE_DYNAMIC };
+  struct vhd_open_options o = { .readonly = true };
+  struct vhd_chain *c = NULL;
+  struct progress bar;
+  bool want_progress = false;
+  int ch, r = EXIT_FAILED;
+
+  while ((ch = getopt_long (argc, argv, "t:ph", long_opts, NULL)) != -1) {
+    switch (ch) {
+    case 't':
+      if (strcmp (optarg, "fixed") == 0)
+        p.type = VHD_TYPE_FIXED;
+      else if (strcmp (optarg, "dynamic") == 0)
+        p.type = VHD_TYPE_DYNAMIC;
+      else if (strcmp (optarg, "raw") == 0)
+        p.type = VHD_OUTPUT_RAW;
+      else {
+        usage_error ("convert: unknown type '%s' (fixed, dynamic or raw)",
+                     optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case 'p': want_progress = true; break;
+    case 'h':
+      convert_help ();
+      return EXIT_OK;
+    default:
+      usage_error ("convert: bad option");
+      return EXIT_USAGE;
+    }
+  }
+  if (argc - optind != 2) {
+    usage_error ("convert takes FILE and OUTPUT");
+    return EXIT_USAGE;
+  }
+  progress_init (&bar, want_progress);
+  p.progress = progress_update;
+  p.opaque = &bar;
+
+  if (vhd_chain_open (argv[optind], &o, &c) == -1)
+    return EXIT_FAILED;
+  if (vhd_convert (c, argv[optind + 1], &p) == 0)
+    r = EXIT_OK;
+  progress_done (&bar);
+  vhd_chain_close (c);
+  return r;
+}
