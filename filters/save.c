@@ -12,7 +12,9 @@
  * target and flushed (lib/write.c's ordering) before it is linked to its
  * final name; link() refuses to replace a file that appeared meanwhile.
  * A crash during saving leaves at most the temporary file, never a
- * half-written child under the final name.
+ * half-written child under the final name.  If the final name appeared
+ * while nbdkit ran, the finished child is kept under the temporary
+ * name (and the error says so) rather than thrown away.
  */
 #include <config.h>
 
@@ -149,7 +151,11 @@ save_overlay (struct store *s, const char *path, const char *parent)
   }
   x.child = NULL;
   if (link (tmp, path) == -1) {
-    nbdkit_error ("overlay-save: %s: %m", path);
+    /* The child is complete: keep it rather than lose the changes. */
+    nbdkit_error ("overlay-save: %s: %m; the overlay is saved as %s "
+                  "instead", path, tmp);
+    free (tmp);
+    tmp = NULL;
     goto out;
   }
   nbdkit_debug ("overlay saved to %s", path);
@@ -158,7 +164,8 @@ save_overlay (struct store *s, const char *path, const char *parent)
  out:
   if (x.child)
     vhd_chain_close (x.child);
-  unlink (tmp);
+  if (tmp)
+    unlink (tmp);
   free (tmp);
   free (x.buf);
   return r;

@@ -566,7 +566,7 @@ store_write (struct store *s, const void *buf, uint32_t count,
   uint64_t first = offset / s->block_size;
   uint64_t last = (end - 1) / s->block_size;
   bool zero = buf == NULL;
-  int64_t delta = 0;
+  int64_t delta = 0, reserved = 0;
   int r = -1;
 
   if (count == 0)
@@ -578,15 +578,25 @@ store_write (struct store *s, const void *buf, uint32_t count,
     goto out;
   }
 
+  /* Reserve the new data before writing anything: requests on other
+   * stripes run concurrently, so the check and the reservation must be
+   * one atomic step. */
   if (!zero && s->limit) {
-    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR) * SECTOR;
+    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR);
     uint64_t have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
-    if (have * SECTOR + add > s->limit) {
-      nbdkit_error ("overlay size limit of %" PRIu64 " bytes reached",
-                    s->limit);
-      *err = ENOSPC;
-      goto out;
-    }
+
+    do {
+      if ((have + add) * SECTOR > s->limit) {
+        nbdkit_error ("overlay size limit of %" PRIu64 " bytes reached",
+                      s->limit);
+        *err = ENOSPC;
+        goto out;
+      }
+    } while (!__atomic_compare_exchange_n (&s->data_sectors, &have,
+                                           have + add, false,
+                                           __ATOMIC_RELAXED,
+                                           __ATOMIC_RELAXED));
+    reserved = add;
   }
 
   /* Partial first and last sectors: read, patch, write back. */
@@ -622,7 +632,8 @@ store_write (struct store *s, const void *buf, uint32_t count,
   r = 0;
 
  out:
-  __atomic_add_fetch (&s->data_sectors, delta, __ATOMIC_RELAXED);
+  /* What was marked, less what was reserved for it. */
+  __atomic_add_fetch (&s->data_sectors, delta - reserved, __ATOMIC_RELAXED);
   lock_blocks (s, first, last, false);
   return r;
 }

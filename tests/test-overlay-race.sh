@@ -23,6 +23,9 @@
 # byte for byte, the old or the new content (old for bytes no request
 # of the round touched).  Runs with the default 64 KiB blocks, 4 KiB and
 # 1 MiB, over the file plugin (random data) and the vhd plugin.
+#
+# Finally the size limit under concurrency: writes racing for the last
+# free bytes must not take the overlay past overlay-limit.
 
 . "${top_srcdir:-.}/tests/functions.sh"
 
@@ -264,6 +267,53 @@ check "vhd plugin, 4K blocks, 3 connections: no lost write" \
     --run "$PY $tmp/race.py \"\$uri\" 4096 3 4 9 $tmp/base16.raw"
 sed 's/^/# /' "$tmp/.out" | head -n 8
 check "base.vhd is unchanged (sha256)" test "$(sha256sum < base.vhd)" = "$sha_vhd"
+
+# The size limit under concurrency: 64 writes of 64 KiB to distinct
+# blocks in flight at once on 4 connections, against overlay-limit=1M.
+# At most 16 may succeed, the others fail with ENOSPC and leave their
+# range unchanged; then everything is zeroed (which frees the space)
+# and the next round starts.
+cat > limit.py <<'EOF'
+import errno, nbd, sys
+uri, rounds = sys.argv[1], int(sys.argv[2])
+K = 1024; M = K * K
+hs = []
+for _ in range(4):
+    h = nbd.NBD(); h.connect_uri(uri); hs.append(h)
+over = 0
+for rnd in range(rounds):
+    res, keep = [], []
+    for i in range(64):
+        b = nbd.Buffer.from_bytearray(bytearray([i + 1]) * (64 * K))
+        keep.append(b)
+        def done(err, i=i):
+            res.append((i, err.value))
+            return 1
+        hs[i % 4].aio_pwrite(b, i * 128 * K, completion=done)
+    while any(h.aio_in_flight() for h in hs):
+        for h in hs:
+            if h.aio_in_flight():
+                h.poll(0)
+    bad = [e for i, e in res if e not in (0, errno.ENOSPC)]
+    if bad:
+        sys.exit("round %d: errors other than ENOSPC: %r" % (rnd, bad))
+    n = sum(1 for i, e in res if e == 0)
+    if n * 64 * K > M:
+        over += 1
+        if over <= 5:
+            print("round %d: %d writes of 64 KiB succeeded, limit 1 MiB" % (rnd, n))
+    for i, e in res:
+        want = bytes([i + 1]) * (64 * K) if e == 0 else bytes(64 * K)
+        if hs[(i + 1) % 4].pread(64 * K, i * 128 * K) != want:
+            sys.exit("round %d: write %d (errno %d): wrong content" % (rnd, i, e))
+    hs[0].zero(8 * M, 0)
+print("%d of %d rounds went over the limit" % (over, rounds))
+sys.exit(1 if over else 0)
+EOF
+check "overlay-limit=1M: concurrent writes never exceed the limit" \
+  bash -c "nbdkit -U - --filter=$FILTER memory 8M overlay-limit=1M \
+    --run '$PY $tmp/limit.py \"\$uri\" 200' 2> $tmp/limit.err"
+tail -n 1 "$tmp/.out" | sed 's/^/# /'
 
 # For the record (not an assertion): the same client against nbdkit's
 # own cow filter with cow-on-read, which loses writes in 1.32.

@@ -308,7 +308,7 @@ run_plugin () {
     check_same "$name: nbdcopy (next connection) sees the plugin's content" \
       seen.raw "$base"
   fi
-  check "$name: nbdinfo --map: written data, zeroed hole,zero, rest as the plugin" \
+  check "$name: extents: written data, zeroed hole,zero, rest as the plugin" \
     $PY ovmap.py map.json plugin-map.json model.raw model.raw.log
   diag_file "$tmp/.out"
   check "$name: the run changed something" \
