@@ -404,26 +404,31 @@ store_map (struct store *s, uint64_t offset, uint64_t len,
 
 /* ------------------------------------------------------------ writing */
 
-/* Lock the stripes of blocks [first, last] in ascending stripe order,
- * each once. */
+/* Lock (or unlock) the stripes of blocks [first, last], each once, in
+ * ascending stripe order.  The blocks map to a contiguous range of
+ * stripes that may wrap around the end of the array. */
 static void
 lock_blocks (struct store *s, uint64_t first, uint64_t last, bool lock)
 {
-  uint8_t want[N_STRIPES / 8] = { 0 };
-  uint64_t i;
+  uint64_t lo, hi, i;
 
-  if (last - first >= N_STRIPES)
-    memset (want, 0xFF, sizeof want);
-  else
-    for (i = first; i <= last; i++)
-      put_bit (want, i % N_STRIPES, true);
-  for (i = 0; i < N_STRIPES; i++)
-    if (get_bit (want, i)) {
-      if (lock)
-        pthread_mutex_lock (&s->stripes[i]);
-      else
-        pthread_mutex_unlock (&s->stripes[i]);
-    }
+  if (last - first >= N_STRIPES - 1) {
+    lo = 0;
+    hi = N_STRIPES - 1;
+  }
+  else {
+    lo = first % N_STRIPES;
+    hi = last % N_STRIPES;
+  }
+  if (lo > hi) {                /* wrapped: [0, hi] comes first */
+    for (i = 0; i <= hi; i++)
+      lock ? pthread_mutex_lock (&s->stripes[i])
+           : pthread_mutex_unlock (&s->stripes[i]);
+    hi = N_STRIPES - 1;
+  }
+  for (i = lo; i <= hi; i++)
+    lock ? pthread_mutex_lock (&s->stripes[i])
+         : pthread_mutex_unlock (&s->stripes[i]);
 }
 
 /* Sectors in [s0, s1) without data in the file (locks held). */
@@ -477,12 +482,21 @@ mark_sectors (struct store *s, uint64_t s0, uint64_t s1, bool data)
       sec = bend;
       continue;
     }
-    for (; sec < bend; sec++) {
+    while (sec < bend) {
       uint32_t k = sec % s->spb;
-      bool had = get_bit (data_bits (s, b), k);
+
+      if ((k & 7) == 0 && bend - sec >= 8) {   /* a whole byte at once */
+        uint8_t *d = &data_bits (s, b)[k >> 3];
+        delta += (data ? 8 : 0) - __builtin_popcount (*d);
+        held_bits (b)[k >> 3] = 0xFF;
+        *d = data ? 0xFF : 0;
+        sec += 8;
+        continue;
+      }
+      delta += (int64_t) data - (int64_t) get_bit (data_bits (s, b), k);
       put_bit (held_bits (b), k, true);
       put_bit (data_bits (s, b), k, data);
-      delta += (int64_t) data - (int64_t) had;
+      sec++;
     }
   }
   return delta;
