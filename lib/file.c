@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -403,8 +404,8 @@ block_needed_bytes (const struct vhd_file *f, uint32_t blk)
  * what is wrong; false means the entry must not be used. */
 static bool
 bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
-              uint32_t i, uint64_t start, uint64_t end, uint64_t data_limit,
-              uint64_t bat_bytes, bool *fail)
+              uint32_t i, uint32_t entry, uint64_t start, uint64_t end,
+              uint64_t data_limit, uint64_t bat_bytes, bool *fail)
 {
   const struct vhd_header *h = &f->header;
   uint32_t j;
@@ -412,7 +413,7 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
   if (end > data_limit) {
     *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
                         "BAT entry %u (sector %u) points past the end of "
-                        "the file data (%" PRIu64 " bytes)", i, f->bat[i],
+                        "the file data (%" PRIu64 " bytes)", i, entry,
                         data_limit);
     return false;
   }
@@ -420,7 +421,7 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
       overlaps (start, end, h->table_offset, h->table_offset + bat_bytes)) {
     *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
                         "BAT entry %u (sector %u) overlaps the header or "
-                        "the BAT", i, f->bat[i]);
+                        "the BAT", i, entry);
     return false;
   }
   for (j = 0; j < VHD_NUM_LOCATORS; j++) {
@@ -430,11 +431,24 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
                   l->offset + vhd_locator_space_bytes (l->space))) {
       *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
                           "BAT entry %u (sector %u) overlaps parent "
-                          "locator %u", i, f->bat[i], j);
+                          "locator %u", i, entry, j);
       return false;
     }
   }
   return true;
+}
+
+/* The BAT is read and validated in chunks of this many bytes (a
+ * multiple of the sector size), so that opening a layer with a huge BAT
+ * needs no buffer as large as the BAT. */
+#define BAT_CHUNK (64 * 1024)
+
+/* Bytes of the anonymous mapping holding a file's BAT (see bat_get):
+ * never zero, as mmap refuses empty mappings. */
+static size_t
+bat_map_bytes (const struct vhd_file *f)
+{
+  return f->bat_loaded * sizeof *f->bat + 1;
 }
 
 static int
@@ -447,8 +461,11 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
                          ROUND_UP ((uint64_t) f->n_blocks, VHD_SECTOR / 4));
   uint64_t data_limit = f->footer_from_copy ? f->file_size : f->footer_offset;
   uint8_t *raw = NULL;
-  uint32_t *sorted = NULL;
+  uint32_t *sorted = NULL;      /* allocated entries, for the overlap check */
+  size_t sorted_cap = 0;
   uint32_t i, n_alloc = 0;
+  uint64_t base;
+  void *map;
   bool fail = false;
 
   if (h->table_offset % VHD_SECTOR != 0 || h->table_offset > f->file_size ||
@@ -466,42 +483,70 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
                       h->table_offset + bat_bytes) == -1)
     return -1;
 
-  raw = malloc (loaded * 4 + 1);
-  f->bat = malloc (loaded * sizeof *f->bat + 1);
-  sorted = malloc (f->n_blocks * sizeof *sorted + 1);
-  if (raw == NULL || f->bat == NULL || sorted == NULL) {
+  /* Every entry is still read and validated here, at open; what is
+   * lazy is only the memory: the table lives in an anonymous mapping
+   * (zero pages) and is stored complemented, so only pages holding an
+   * allocated entry are ever written and become resident (bat_get in
+   * internal.h). */
+  f->bat_loaded = loaded;
+  map = mmap (NULL, bat_map_bytes (f), PROT_READ | PROT_WRITE,
+              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  raw = malloc (BAT_CHUNK);
+  if (map == MAP_FAILED || raw == NULL) {
+    if (map != MAP_FAILED)
+      munmap (map, bat_map_bytes (f));
+    f->bat_loaded = 0;
     vhd_report (opts, VHD_ERROR, f->path, "file", "", "BAT: %m");
     goto err;
   }
-  if (full_pread (f->fd, raw, loaded * 4, h->table_offset) == -1) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading BAT: %m");
-    goto err;
-  }
-  for (i = 0; i < loaded; i++)
-    f->bat[i] = get_be32 (raw + 4 * i);
-  f->bat_loaded = loaded;
+  f->bat = map;
 
-  for (i = 0; i < f->n_blocks; i++) {
-    uint64_t start, end;
+  for (base = 0; base < loaded; base += BAT_CHUNK / 4) {
+    uint32_t n = MIN ((uint64_t) BAT_CHUNK / 4, loaded - base), k;
 
-    if (f->bat[i] == VHD_BAT_UNUSED)
-      continue;
-    start = (uint64_t) f->bat[i] * VHD_SECTOR;
-    end = start + block_needed_bytes (f, i);
-    if (!bat_entry_ok (f, opts, i, start, end, data_limit, bat_bytes,
-                       &fail)) {
-      if (fail)
-        goto inval;
-      continue;
+    if (full_pread (f->fd, raw, (size_t) n * 4,
+                    h->table_offset + base * 4) == -1) {
+      vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading BAT: %m");
+      goto err;
     }
-    f->data_end = MAX (f->data_end,
-                       start + f->bitmap_bytes + f->block_size);
-    sorted[n_alloc++] = f->bat[i];
+    for (k = 0; k < n; k++) {
+      uint32_t entry = get_be32 (raw + 4 * k);
+      uint64_t start, end;
+
+      i = base + k;
+      if (entry == VHD_BAT_UNUSED)
+        continue;               /* already ~0 = 0 in the mapping */
+      bat_set (f, i, entry);
+      if (i >= f->n_blocks)
+        continue;               /* padding of the last BAT sector */
+      start = (uint64_t) entry * VHD_SECTOR;
+      end = start + block_needed_bytes (f, i);
+      if (!bat_entry_ok (f, opts, i, entry, start, end, data_limit,
+                         bat_bytes, &fail)) {
+        if (fail)
+          goto inval;
+        continue;
+      }
+      f->data_end = MAX (f->data_end,
+                         start + f->bitmap_bytes + f->block_size);
+      if (n_alloc == sorted_cap) {
+        size_t cap = sorted_cap ? 2 * sorted_cap : 1024;
+        uint32_t *p = realloc (sorted, cap * sizeof *sorted);
+        if (p == NULL) {
+          vhd_report (opts, VHD_ERROR, f->path, "file", "", "BAT: %m");
+          goto err;
+        }
+        sorted = p;
+        sorted_cap = cap;
+      }
+      sorted[n_alloc++] = entry;
+    }
   }
 
   /* Two entries pointing into each other would let a write to one
    * block change another. */
-  qsort (sorted, n_alloc, sizeof *sorted, compare_u32);
+  if (n_alloc > 1)
+    qsort (sorted, n_alloc, sizeof *sorted, compare_u32);
   for (i = 1; i < n_alloc; i++) {
     uint64_t prev_end = (uint64_t) sorted[i - 1] * VHD_SECTOR +
                         f->bitmap_bytes + f->block_size;
@@ -591,7 +636,8 @@ vhd_file_close (struct vhd_file *f)
   if (f->fd >= 0)
     close (f->fd);
   free (f->path);
-  free (f->bat);
+  if (f->bat != NULL)
+    munmap (f->bat, bat_map_bytes (f));
   free (f->parent_name);
   free (f);
   errno = saved_errno;

@@ -182,7 +182,8 @@ struct vhd_file {
   uint32_t bitmap_bytes;
   uint32_t sectors_per_block;
   uint32_t n_blocks;            /* blocks covering size */
-  uint32_t *bat;                /* host order */
+  uint32_t *bat;                /* host order, complemented (~entry):
+                                   see bat_get in internal.h */
   uint64_t bat_loaded;          /* entries in bat: whole BAT sectors */
   uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
   uint64_t data_end;            /* end of the last allocated block */
