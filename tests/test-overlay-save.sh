@@ -45,70 +45,8 @@ cd "$tmp"
 
 # ------------------------------------------------------------ helpers
 
-# ops.py URI MODEL OPSFILE: apply OPSFILE to the export and to the raw
-# model (see test-overlay.sh; trim reads back as zeros in the overlay).
-cat > ops.py <<'EOF'
-import nbd, random, sys
-K = 1024; M = K * K
-uri, model, opsfile = sys.argv[1:4]
-h = nbd.NBD()
-h.connect_uri(uri)
-SIZE = h.get_size()
-mf = open(model, "r+b")
-env = {"M": M, "K": K, "SIZE": SIZE}
-def num(s): return int(eval(s, {}, env))
-
-def pattern(tag, off, n):
-    start = off - off % 32
-    out = bytearray()
-    a = start
-    while a < off + n:
-        out += ("%s%x" % (tag, a)).encode().ljust(31, b".") + b"\n"
-        a += 32
-    return bytes(out[off - start:off - start + n])
-
-def write(off, data):
-    h.pwrite(data, off)
-    mf.seek(off); mf.write(data)
-
-def verify():
-    mf.flush()
-    for off in range(0, SIZE, M):
-        n = min(M, SIZE - off)
-        got = h.pread(n, off)
-        mf.seek(off); exp = mf.read(n)
-        if got != exp:
-            i = next(i for i in range(n) if got[i] != exp[i])
-            sys.exit("mismatch at offset %d" % (off + i))
-
-for line in open(opsfile):
-    a = line.split()
-    if not a or a[0].startswith("#"):
-        continue
-    op = a[0]
-    if op == "p":
-        write(num(a[1]), pattern(a[3], num(a[1]), num(a[2])))
-    elif op == "w":
-        write(num(a[1]), random.Random(num(a[3])).randbytes(num(a[2])))
-    elif op == "r":
-        rng = random.Random(num(a[1]))
-        lo, hi = (num(a[4]), num(a[5])) if len(a) > 4 else (0, SIZE)
-        for _ in range(num(a[2])):
-            off = rng.randrange(lo, hi - 1)
-            n = min(rng.randint(1, num(a[3])), hi - off)
-            write(off, rng.randbytes(n))
-    elif op in "zt":
-        off, n = num(a[1]), num(a[2])
-        h.zero(n, off) if op == "z" else h.trim(n, off)
-        mf.seek(off); mf.write(bytes(n))
-    elif op == "v":
-        verify()
-    else:
-        sys.exit("bad op " + line)
-h.flush()
-verify()
-h.shutdown()
-EOF
+# The ops scripts below are run by tests/nbdops.py (see its header).
+OPS="$PY $top_srcdir/tests/nbdops.py"
 
 # info.py CHILD PARENT-ID PARENT-NAME FILE...: vhdtool info --json of
 # CHILD: differencing, the parent's id and name, the chain CHILD FILE...
@@ -157,7 +95,7 @@ save_run () {
   rm -f seen.raw back.raw
   check "$name: serve, write, copy the export, exit" \
     ovserve "$@" overlay-save="$out" overlay-save-parent="$parent" -- \
-      "$PY $tmp/ops.py \"\$uri\" $tmp/$model $tmp/$ops &&
+      "$OPS \"\$uri\" $tmp/$model $tmp/$ops &&
        nbdcopy \"\$uri\" $tmp/seen.raw"
   check "$name: $out was written" test -f "$out"
   check "$name: no temporary file left" test ! -e "$out.partial"
@@ -180,7 +118,7 @@ p 0 3*M GOLD
 w 4*M+100 M-100 1
 EOF
 check "fill golden.vhd through the plugin" \
-  serve golden.vhd -- "$PY $tmp/ops.py \"\$uri\" $tmp/golden.raw $tmp/ops-golden"
+  serve golden.vhd -- "$OPS \"\$uri\" $tmp/golden.raw $tmp/ops-golden"
 sha_golden=$(sha256sum < golden.vhd)
 uid_golden=$(uid golden.vhd)
 
@@ -310,8 +248,8 @@ check "create top2.vhd over it" "$VHDTOOL" create -p base2.vhd top2.vhd
 truncate -s $((4 * M)) chain.raw
 printf 'r 21 60 50000\n' > ops-b2
 printf 'r 22 60 50000\nz 2*M 64*K\n' > ops-t2
-check "fill base2.vhd" serve base2.vhd -- "$PY $tmp/ops.py \"\$uri\" $tmp/chain.raw $tmp/ops-b2"
-check "fill top2.vhd" serve top2.vhd -- "$PY $tmp/ops.py \"\$uri\" $tmp/chain.raw $tmp/ops-t2"
+check "fill base2.vhd" serve base2.vhd -- "$OPS \"\$uri\" $tmp/chain.raw $tmp/ops-b2"
+check "fill top2.vhd" serve top2.vhd -- "$OPS \"\$uri\" $tmp/chain.raw $tmp/ops-t2"
 sha_b2=$(sha256sum < base2.vhd)
 sha_t2=$(sha256sum < top2.vhd)
 cp chain.raw model2.raw
@@ -341,7 +279,7 @@ if nbdkit --filter=truncate null --version > /dev/null 2>&1; then
   check "create fixed.vhd" "$VHDTOOL" create -t fixed fixed.vhd $FS
   truncate -s $FS fixed.raw
   printf 'r 31 50 60000\n' > ops-f
-  check "fill fixed.vhd" serve fixed.vhd -- "$PY $tmp/ops.py \"\$uri\" $tmp/fixed.raw $tmp/ops-f"
+  check "fill fixed.vhd" serve fixed.vhd -- "$OPS \"\$uri\" $tmp/fixed.raw $tmp/ops-f"
   sha_fixed=$(sha256sum < fixed.vhd)
   cp fixed.raw model3.raw
   printf 'r 32 50 9000\nz 1000 100000\nw SIZE-1 1 33\nv\n' > ops-f2
@@ -374,7 +312,7 @@ for _ in $(seq 100); do [ -s d.pid ] && break; sleep 0.1; done
 pid=$(cat d.pid 2> /dev/null || echo 0)
 cleanup_fn "kill -9 $pid 2> /dev/null"
 check "daemon: write through it" \
-  $PY ops.py "nbd+unix:///?socket=$sock" model.raw ops-d
+  $OPS "nbd+unix:///?socket=$sock" model.raw ops-d
 check "daemon: copy the export" nbdcopy "nbd+unix:///?socket=$sock" seen.raw
 kill -TERM "$pid"
 for _ in $(seq 200); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done

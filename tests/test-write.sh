@@ -25,94 +25,8 @@ SIZE=$((13 * M + 3 * 512))
 
 # ------------------------------------------------------------ helpers
 
-# ops.py URI MODEL OPSFILE: apply each line of OPSFILE to the NBD export
-# and to the raw model, and log the byte ranges written or zeroed to
-# MODEL.log (for the extents check).  Numbers may be Python expressions
-# using M, K and SIZE.  Lines:
-#   p OFF LEN TAG      write a text pattern ("TAG" + absolute offset)
-#   w OFF LEN SEED     write pseudo-random bytes
-#   W OFF LEN SEED     same, with the FUA flag
-#   r SEED N MAXLEN [LO HI]  N random writes (some 4 KiB aligned,
-#                      most at odd offsets and lengths) inside [LO, HI)
-#   z OFF LEN          zero request (model: zeros)
-#   t OFF LEN          trim request (model: unchanged)
-#   f                  flush
-#   v                  read the whole export back and compare with MODEL
-cat > "$tmp/ops.py" <<'EOF'
-import nbd, random, sys
-K = 1024; M = K * K
-uri, model, opsfile = sys.argv[1:4]
-h = nbd.NBD()
-h.connect_uri(uri)
-SIZE = h.get_size()
-mf = open(model, "r+b")
-log = open(model + ".log", "a")
-env = {"M": M, "K": K, "SIZE": SIZE}
-def num(s): return int(eval(s, {}, env))
-
-def pattern(tag, off, n):
-    start = off - off % 32
-    out = bytearray()
-    a = start
-    while a < off + n:
-        out += ("%s%x" % (tag, a)).encode().ljust(31, b".") + b"\n"
-        a += 32
-    return bytes(out[off - start:off - start + n])
-
-def write(off, data, flags=0):
-    h.pwrite(data, off, flags)
-    mf.seek(off); mf.write(data)
-    log.write("w %d %d\n" % (off, len(data)))
-
-def verify():
-    mf.flush()
-    for off in range(0, SIZE, M):
-        n = min(M, SIZE - off)
-        got = h.pread(n, off)
-        mf.seek(off); exp = mf.read(n)
-        if got != exp:
-            i = next(i for i in range(n) if got[i] != exp[i])
-            sys.exit("mismatch at offset %d: got %r expected %r"
-                     % (off + i, bytes(got[i:i+16]), exp[i:i+16]))
-
-for line in open(opsfile):
-    a = line.split()
-    if not a or a[0].startswith("#"):
-        continue
-    op = a[0]
-    if op == "p":
-        write(num(a[1]), pattern(a[3], num(a[1]), num(a[2])))
-    elif op in "wW":
-        write(num(a[1]), random.Random(num(a[3])).randbytes(num(a[2])),
-              nbd.CMD_FLAG_FUA if op == "W" else 0)
-    elif op == "r":
-        rng = random.Random(num(a[1]))
-        lo, hi = (num(a[4]), num(a[5])) if len(a) > 4 else (0, SIZE)
-        for _ in range(num(a[2])):
-            off = rng.randrange(lo, hi - 1)
-            n = rng.randint(1, num(a[3]))
-            if rng.random() < 0.3:
-                off &= ~4095
-                n = (n + 4095) & ~4095
-            n = min(n, hi - off)
-            write(off, rng.randbytes(n))
-    elif op == "z":
-        off, n = num(a[1]), num(a[2])
-        h.zero(n, off)
-        mf.seek(off); mf.write(bytes(n))
-        log.write("z %d %d\n" % (off, n))
-    elif op == "t":
-        h.trim(num(a[2]), num(a[1]))
-    elif op == "f":
-        h.flush()
-    elif op == "v":
-        verify()
-    else:
-        sys.exit("bad op " + line)
-h.flush()
-verify()
-h.shutdown()
-EOF
+# The ops scripts below are run by tests/nbdops.py (see its header).
+OPS="$PY $top_srcdir/tests/nbdops.py --trim-keeps"
 
 # extents.py MAPJSON MODEL LOG...: check `nbdinfo --map --json` against
 # what was written: the map covers the disk exactly; every sector some
@@ -170,7 +84,7 @@ EOF2
 # Apply an ops file to FILE through the plugin and to MODEL.
 apply_ops () {
   local file=$1 model=$2 ops=$3
-  serve "$file" -- "$PY $tmp/ops.py \"\$uri\" $tmp/$model $tmp/$ops"
+  serve "$file" -- "$OPS \"\$uri\" $tmp/$model $tmp/$ops"
 }
 
 # Independent comparison of two byte ranges of two files.
@@ -422,7 +336,7 @@ EOF
   # While nbdkit still runs (metadata written by the flush), read the
   # file with qemu-img, which ignores bitmaps: the unwritten sectors of
   # the new blocks must really be zeros in the file.
-  serve dyn$bs.vhd -- "$PY $tmp/ops.py \"\$uri\" $tmp/model-dyn.raw $tmp/ops-dyn &&
+  serve dyn$bs.vhd -- "$OPS \"\$uri\" $tmp/model-dyn.raw $tmp/ops-dyn &&
     qemu-img convert -U -f vpc -O raw $tmp/dyn$bs.vhd $tmp/qemu-live.raw"
   check_same "dyn $bs: qemu-img reads the flushed file (nbdkit running)" \
     qemu-live.raw model-dyn.raw
