@@ -588,7 +588,22 @@ vhd_file_open (const char *path, bool writable,
     goto err;
   }
   f->writable = writable;
-  f->fd = open (f->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  /* A parent locator of a hostile file can name any path: a FIFO would
+   * block open() forever (a server that never starts), a device could
+   * react to being opened.  So look before opening, and open without
+   * blocking or acquiring a terminal; the fstat check below closes the
+   * race with a file replaced in between. */
+  if (stat (f->path, &st) == 0 && !S_ISREG (st.st_mode) &&
+      !S_ISBLK (st.st_mode)) {
+    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+                "not a regular file or block device");
+    errno = EINVAL;
+    goto err;
+  }
+  f->fd = open (f->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+                O_NONBLOCK | O_NOCTTY);
+  if (f->fd >= 0)
+    fcntl (f->fd, F_SETFL, fcntl (f->fd, F_GETFL) & ~O_NONBLOCK);
   if (f->fd == -1) {
     vhd_report (opts, VHD_ERROR, f->path, "file", "", "open%s: %m",
                 writable ? " for writing" : "");

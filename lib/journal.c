@@ -92,11 +92,16 @@ vhd_journal_write (const char *jpath, const struct merge_journal *j)
       errno = EINVAL;
       return -1;
     }
-  if (asprintf (&tmp, "%s.tmpXXXXXX", jpath) == -1) {
+  /* A fixed temporary name: a kill between creating it and the rename
+   * leaves it behind, and the next write (the re-run) truncates and
+   * reuses it, so a completed merge never leaves one.  Only one merge of
+   * FILE can run at a time (FILE is locked exclusively). */
+  if (asprintf (&tmp, "%s.tmp", jpath) == -1) {
     tmp = NULL;
     goto err;
   }
-  if ((fd = mkostemp (tmp, O_CLOEXEC)) == -1 ||
+  if ((fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  0644)) == -1 ||
       (fp = fdopen (fd, "w")) == NULL)
     goto err;
   fd = -1;

@@ -2,34 +2,118 @@
 # Quick start, second command: install dependencies, build, run the
 # test suite (make check), then print "N passed, N failed[, N skipped]".
 # Exits non-zero if any test failed or errored.
+#
+#   scripts/test.sh               the normal suite, built in the source tree
+#   scripts/test.sh --sanitizers  the whole suite under ASan + UBSan: a
+#                                 clean copy of the source in build-san/src,
+#                                 configured --enable-sanitizers and built
+#                                 apart from it (VPATH) in build-san/build
+#   scripts/test.sh --all         both, one combined summary line (.ci/run)
+#
+# See docs/reliability.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+top=$(pwd)
+
+mode=normal
+case "${1:-}" in
+  "") ;;
+  --sanitizers) mode=sanitizers ;;
+  --all) mode=all ;;
+  *) echo "usage: $0 [--sanitizers|--all]" >&2; exit 2 ;;
+esac
+
+total_passed=0 total_failed=0 total_skipped=0
+
+# tally DIR STATUS: count individual TAP results from automake's .trs
+# files in DIR/tests, show the logs of failed tests, add to the totals.
+tally () {
+  local dir=$1 status=$2 passed failed skipped log
+  count () {
+    cat "$dir"/tests/*.trs 2>/dev/null | grep -c "^:test-result: $1" || true
+  }
+  passed=$(( $(count PASS) + $(count XFAIL) ))
+  failed=$(( $(count FAIL) + $(count XPASS) + $(count ERROR) ))
+  skipped=$(count SKIP)
+  if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    failed=1                    # make itself failed (build or harness)
+  fi
+  for log in "$dir"/tests/*.log; do
+    [ "$log" = "$dir/tests/test-suite.log" ] && continue
+    if grep -q "^:test-result: \(FAIL\|ERROR\|XPASS\)" "${log%.log}.trs" 2>/dev/null; then
+      echo "---- $log"
+      grep -v "^ok " "$log" | tail -n 40
+    fi
+  done
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  total_skipped=$((total_skipped + skipped))
+  suite_line="$passed ok, $failed not ok, $skipped skipped"
+}
+
+run_normal () {
+  scripts/build.sh || { total_failed=$((total_failed + 1)); return 1; }
+  rm -f tests/*.trs tests/*.log
+  make -j"$(nproc)" check
+  tally "$top" $?
+  echo "== normal suite: $suite_line"
+}
+
+# The sanitizer suite.  A VPATH build cannot share a source tree that is
+# itself configured (the normal build is in-tree), so the source is
+# copied and cleaned first; the build directory is then separate from
+# that copy, which also tests top_builddir != top_srcdir.
+run_sanitizers () {
+  local san=$top/build-san libdir reports st n f
+  libdir=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null ||
+                    gcc -print-multiarch)
+  rm -rf "$san"
+  mkdir -p "$san/src" "$san/build" "$san/reports"
+  tar -C "$top" -cf - --exclude=./build-san --exclude=./.git --exclude=./fuzz/build \
+      --exclude=./autom4te.cache . | tar -C "$san/src" -xf -
+  ( cd "$san/src" &&
+    { [ ! -f Makefile ] || make distclean > /dev/null 2>&1 || :; } &&
+    rm -f config.status config.h config.log &&
+    autoreconf -fi > /dev/null 2>&1 ) || {
+      echo "sanitizers: preparing the source copy failed" >&2
+      total_failed=$((total_failed + 1)); return 1; }
+  ( cd "$san/build" &&
+    ../src/configure -q --prefix=/usr --libdir="$libdir" \
+      --sysconfdir=/etc --enable-sanitizers &&
+    make -j"$(nproc)" > /dev/null ) || {
+      echo "sanitizers: build failed" >&2
+      total_failed=$((total_failed + 1)); return 1; }
+
+  # Every sanitizer report goes to a file of its own, whatever process
+  # it came from (a report inside a test that expects a failure would
+  # otherwise go unnoticed); each one counts as a failure.  The real
+  # images beside the checkout are found from the original tree.
+  export ASAN_OPTIONS="log_path=$san/reports/asan:detect_leaks=1"
+  export UBSAN_OPTIONS="log_path=$san/reports/ubsan:halt_on_error=1:print_stacktrace=1"
+  export VHD_IMAGES_DIR=${VHD_IMAGES_DIR:-$top/../shared/images}
+  ( cd "$san/build" && make -j"$(nproc)" check )
+  st=$?
+  tally "$san/build" $st
+  n=0
+  for f in "$san"/reports/*; do
+    [ -s "$f" ] || continue
+    n=$((n + 1))
+    echo "---- sanitizer report $f"
+    head -n 60 "$f"
+  done
+  total_failed=$((total_failed + n))
+  echo "== sanitizer suite: $suite_line, $n sanitizer reports"
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+}
 
 scripts/deps.sh || exit 1
-scripts/build.sh || exit 1
+case $mode in
+  normal) run_normal ;;
+  sanitizers) run_sanitizers ;;
+  all) run_normal; run_sanitizers ;;
+esac
 
-rm -f tests/*.trs tests/*.log
-make -j"$(nproc)" check
-status=$?
-
-# Count individual TAP results from automake's .trs files.
-count () {
-  cat tests/*.trs 2>/dev/null | grep -c "^:test-result: $1" || true
-}
-passed=$(( $(count PASS) + $(count XFAIL) ))
-failed=$(( $(count FAIL) + $(count XPASS) + $(count ERROR) ))
-skipped=$(count SKIP)
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-  failed=1                      # make itself failed (build or harness)
-fi
-for log in tests/*.log; do
-  [ "$log" = tests/test-suite.log ] && continue
-  if grep -q "^:test-result: \(FAIL\|ERROR\|XPASS\)" "${log%.log}.trs" 2>/dev/null; then
-    echo "---- $log"
-    grep -v "^ok " "$log" | tail -n 40
-  fi
-done
-summary="$passed passed, $failed failed"
-[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+summary="$total_passed passed, $total_failed failed"
+[ "$total_skipped" -gt 0 ] && summary="$summary, $total_skipped skipped"
 echo "$summary"
-[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
+[ "$total_failed" -eq 0 ]

@@ -9,6 +9,7 @@
 # TAP output, via tests/functions.sh.
 
 . "${top_srcdir:-.}/tests/functions.sh"
+[ -z "$SANITIZERS" ] || skip_all "RSS under ASan is not the plugin's"
 
 for prog in nbdsh nbdinfo /usr/bin/time; do
   command -v "$prog" > /dev/null || skip_all "$prog not installed"

@@ -1,0 +1,121 @@
+/* nbdkit-vhd fuzzing: resolve, read and write a chain of fuzzed files.
+ *
+ * The input is the container of common.h: up to three files a.vhd (the
+ * top), b.vhd, c.vhd in one directory.  Flags byte:
+ *   bit 0     ignore_checksums
+ *   bit 1     ignore_id_mismatch
+ *   bit 2     also open a copy of the top writable and write to it
+ *   bits 3-7  unused
+ * The last three bytes of the input pick the offsets and lengths of the
+ * reads and of the write.
+ * The chain is opened as the plugin opens it, then read (a few ranges,
+ * unaligned too), and its extents listed.  Everything is capped to the
+ * first FUZZ_SPAN bytes of the disk (plus its last sectors) so an
+ * iteration stays fast whatever size the footer claims.
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define FUZZ_SPAN (64ULL << 20)
+#define FUZZ_IO 65536
+
+static int
+count_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
+{
+  uint64_t *n = opaque;
+
+  (void) offset, (void) len, (void) layer;
+  /* Bounded whatever the library does: a runaway extent walk would
+   * otherwise only show up as a timeout. */
+  return ++*n > 1000000 ? -1 : 0;
+}
+
+static void
+exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
+{
+  static uint8_t buf[FUZZ_IO];
+  uint64_t span = c->size < FUZZ_SPAN ? c->size : FUZZ_SPAN, n = 0;
+  uint64_t pick = size >= 8 ? data[size - 1] | data[size - 2] << 8 |
+                  (uint64_t) data[size - 3] << 16 : 0;
+  struct { uint64_t off, len; } r[5];
+  int i;
+
+  r[0].off = 0, r[0].len = FUZZ_IO;
+  r[1].off = pick % (span + 1), r[1].len = 1 + pick % 4099;
+  r[2].off = (pick * 512) % (span + 1), r[2].len = 512 * (1 + pick % 33);
+  r[3].off = c->size > FUZZ_IO ? c->size - FUZZ_IO : 0, r[3].len = FUZZ_IO;
+  r[4].off = c->size > 4096 ? c->size / 2 - 4096 / 2 : 0, r[4].len = 4096;
+  for (i = 0; i < 5; i++) {
+    /* Within the disk: the plugin never asks for more (nbdkit checks
+     * the client's ranges). */
+    if (r[i].off >= c->size)
+      continue;
+    if (r[i].len > c->size - r[i].off)
+      r[i].len = c->size - r[i].off;
+    if (r[i].len > FUZZ_IO)
+      r[i].len = FUZZ_IO;
+    (void) vhd_chain_pread (c, buf, r[i].len, r[i].off);
+  }
+  if (span > 0)
+    (void) vhd_chain_extents (c, 0, span, count_extent, &n);
+  if (c->size > FUZZ_SPAN)
+    (void) vhd_chain_extents (c, c->size - 4096, 4096, count_extent, &n);
+
+  if (write && c->writable && span > 0) {
+    uint64_t off = r[1].off < span ? r[1].off : 0;
+    uint64_t len = r[1].len > span - off ? span - off : r[1].len;
+
+    memset (buf, 0xa5, len);
+    if (vhd_chain_pwrite (c, buf, len, off) == 0) {
+      (void) vhd_chain_zero (c, len / 2, off);
+      (void) vhd_chain_flush (c);
+      /* Reading back what was written goes through the new block. */
+      (void) vhd_chain_pread (c, buf, len, off);
+    }
+  }
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  struct vhd_open_options o = { .readonly = true, .no_lock = true };
+  struct vhd_chain *c;
+  uint8_t flags;
+
+  fuzz_quiet ();
+  fuzz_unpack (data, size, &flags);
+  o.ignore_checksums = flags & 1;
+  o.ignore_id_mismatch = flags & 2;
+  if (vhd_chain_open (fuzz_path (0, FUZZ_NAMES[0]), &o, &c) == 0) {
+    exercise (c, data, size, false);
+    vhd_chain_close (c);
+  }
+
+  /* Writable: on a copy of the top (w.vhd, beside the others so its
+   * parent is found the same way), never on a file of the input. */
+  if (flags & 4) {
+    size_t len = 0;
+    const uint8_t *top = NULL;
+
+    if (size >= 5) {
+      len = data[1] | (data[2] << 8) | (data[3] << 16) |
+            ((size_t) data[4] << 24);
+      top = data + 5;
+      if (len > size - 5)
+        len = size - 5;
+    }
+    fuzz_write_file ("w.vhd", top, len);
+    o.readonly = false;
+    if (vhd_chain_open (fuzz_path (1, "w.vhd"), &o, &c) == 0) {
+      exercise (c, data, size, true);
+      vhd_chain_close (c);
+    }
+    fuzz_unlink ("w.vhd");
+  }
+  return 0;
+}

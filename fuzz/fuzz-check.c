@@ -1,0 +1,62 @@
+/* nbdkit-vhd fuzzing: vhdtool check.
+ *
+ * The check-mode open exactly as tools/cmd-check.c runs it (read-only,
+ * no locks, a problem handler collecting every problem), then what it
+ * prints: each layer's type and path, each problem.  A plain input is
+ * one file; an input starting with FUZZ_CHECK_MAGIC is the container of
+ * common.h after the magic, so parents are checked too.
+ */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+struct report {
+  size_t n, bytes;
+};
+
+static void
+collect (void *opaque, const char *file, const char *structure,
+         const char *what)
+{
+  struct report *r = opaque;
+
+  /* What cmd-check.c does with them: copy and later print. */
+  r->n++;
+  r->bytes += strlen (file) + strlen (structure) + strlen (what);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  struct report r = { 0, 0 };
+  struct vhd_open_options o = {
+    .readonly = true, .no_lock = true, .problem = collect,
+    .problem_opaque = &r,
+  };
+  struct vhd_chain *c = NULL;
+  size_t ml = strlen (FUZZ_CHECK_MAGIC);
+  unsigned k;
+
+  fuzz_quiet ();
+  if (size >= ml && memcmp (data, FUZZ_CHECK_MAGIC, ml) == 0) {
+    uint8_t flags;
+
+    fuzz_unpack (data + ml, size - ml, &flags);
+  }
+  else {
+    fuzz_write_file (FUZZ_NAMES[0], data, size);
+    fuzz_unlink (FUZZ_NAMES[1]);
+    fuzz_unlink (FUZZ_NAMES[2]);
+  }
+  if (vhd_chain_open (fuzz_path (0, FUZZ_NAMES[0]), &o, &c) == 0) {
+    for (k = 0; k < c->depth; k++) {
+      r.bytes += strlen (vhd_type_name (c->layers[k]->footer.disk_type));
+      r.bytes += strlen (c->layers[k]->path);
+    }
+    vhd_chain_close (c);
+  }
+  return 0;
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run the C unit tests and a set of vhdtool commands (create, info,
+# check, map, convert, merge, set-parent) on small files under
+#   valgrind --error-exitcode=1 --leak-check=full
+# against the in-tree build (scripts/build.sh first).  Prints one line
+# per command and "N passed, N failed"; non-zero if any run reported a
+# memory error or a definite leak.  Not part of CI (docs/reliability.md).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+command -v valgrind > /dev/null || { echo "valgrind not installed" >&2; exit 1; }
+scripts/build.sh || exit 1
+make -j"$(nproc)" tests/unit-ondisk tests/unit-utf16 tests/unit-chain > /dev/null || exit 1
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+vg () {   # vg NAME EXPECTED-EXIT CMD...: valgrind CMD; libtool wrappers resolved
+  local name=$1 want=$2 st=0
+  shift 2
+  valgrind -q --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+    "$@" > "$tmp/out" 2>&1 || st=$?
+  if [ "$st" -eq "$want" ]; then
+    passed=$((passed + 1)); echo "ok   $name"
+  else
+    failed=$((failed + 1)); echo "FAIL $name (exit $st, wanted $want)"
+    tail -n 40 "$tmp/out"
+  fi
+}
+real () {   # the real binary behind a libtool wrapper
+  if [ -x "$(dirname "$1")/.libs/$(basename "$1")" ]; then
+    echo "$(dirname "$1")/.libs/$(basename "$1")"
+  else
+    echo "$1"
+  fi
+}
+export LD_LIBRARY_PATH="$top/lib/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for t in unit-ondisk unit-utf16 unit-chain; do
+  vg "$t" 0 "$(real tests/$t)"
+done
+V=$(real "$top/tools/vhdtool")
+cd "$tmp"
+head -c 3145728 /dev/urandom > data.raw
+vg "create dynamic" 0 "$V" create base.vhd 8M
+vg "create fixed" 0 "$V" create -t fixed fixed.vhd 1M
+dd if=data.raw of=fixed.vhd bs=1M count=1 conv=notrunc status=none
+vg "convert fixed->dynamic" 0 "$V" convert fixed.vhd conv.vhd
+vg "create differencing" 0 "$V" create -p conv.vhd child.vhd
+vg "create grandchild" 0 "$V" create -p child.vhd gchild.vhd
+vg "info" 0 "$V" info gchild.vhd
+vg "check" 0 "$V" check gchild.vhd
+vg "check --json" 0 "$V" check --json gchild.vhd
+vg "map" 0 "$V" map gchild.vhd
+vg "convert chain->dynamic" 0 "$V" convert gchild.vhd flat.vhd
+vg "convert chain->fixed" 0 "$V" convert -t fixed gchild.vhd flatfixed.vhd
+cp conv.vhd other.vhd
+vg "set-parent" 0 "$V" set-parent child.vhd other.vhd
+vg "merge" 0 "$V" merge gchild.vhd
+head -c 4096 /dev/urandom > junk.vhd
+vg "check of junk (exit 2)" 2 "$V" check junk.vhd
+vg "info of junk (fails)" 1 "$V" info junk.vhd
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
