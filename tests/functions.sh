@@ -148,9 +148,12 @@ if [ -n "$_libasan" ]; then
   : "${UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1}"
   export UBSAN_OPTIONS
   mkdir "$tmp/.sanbin"
+  # See tests/nbdkit-exit-shim.c for why failing exits need help.
+  cc -shared -fPIC -o "$tmp/.sanbin/exit-shim.so" \
+    "$top_srcdir/tests/nbdkit-exit-shim.c" -ldl
   cat > "$tmp/.sanbin/nbdkit" <<EOF
 #!/bin/sh
-LD_PRELOAD="$_libasan\${LD_PRELOAD:+:\$LD_PRELOAD}" \\
+LD_PRELOAD="$_libasan:$tmp/.sanbin/exit-shim.so\${LD_PRELOAD:+:\$LD_PRELOAD}" \\
 ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}detect_leaks=0" \\
   exec $(command -v nbdkit) "\$@"
 EOF
