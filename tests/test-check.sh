@@ -18,86 +18,8 @@ re () {
   printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
 }
 
-# A stdlib-only patcher for on-disk fields (footers: the EOF one and
-# the copy at 0; "set-*" fix the checksum of what they change, "flip"
-# and "poke" deliberately do not).
-cat > "$tmp/patch.py" <<'EOF'
-import os, struct, sys, uuid
 
-def rd(f, off, n):
-    with open(f, "rb") as fp:
-        fp.seek(off)
-        return fp.read(n)
-
-def wr(f, off, data):
-    with open(f, "r+b") as fp:
-        fp.seek(off)
-        fp.write(data)
-
-def csum(b, at):
-    b = bytearray(b)
-    b[at:at + 4] = bytes(4)
-    return ~sum(b) & 0xffffffff
-
-def eof(f):
-    return os.path.getsize(f) - 512
-
-def footers(f):
-    offs = [eof(f)]
-    if rd(f, 0, 8) == b"conectix" and offs[0] > 0:
-        offs.append(0)
-    return offs
-
-def hdr(f):
-    return struct.unpack(">Q", rd(f, eof(f) + 16, 8))[0]
-
-def patch_footer(f, at, data, where=None):
-    for fo in where if where is not None else footers(f):
-        b = bytearray(rd(f, fo, 512))
-        b[at:at + len(data)] = data
-        b[64:68] = struct.pack(">I", csum(b, 64))
-        wr(f, fo, bytes(b))
-
-def patch_header(f, at, data):
-    ho = hdr(f)
-    b = bytearray(rd(f, ho, 1024))
-    b[at:at + len(data)] = data
-    b[36:40] = struct.pack(">I", csum(b, 36))
-    wr(f, ho, bytes(b))
-
-def bat_off(f):
-    return struct.unpack(">Q", rd(f, hdr(f) + 16, 8))[0]
-
-cmd, f, a = sys.argv[1], sys.argv[2], sys.argv[3:]
-if cmd == "uid":
-    print(uuid.UUID(bytes=rd(f, eof(f) + 68, 16)))
-elif cmd == "set-parent-id":
-    patch_header(f, 40, uuid.UUID(a[0]).bytes)
-elif cmd == "set-size":
-    patch_footer(f, 48, struct.pack(">Q", int(a[0])))
-elif cmd == "set-type":
-    patch_footer(f, 60, struct.pack(">I", int(a[0])))
-elif cmd == "set-features":
-    patch_footer(f, 8, struct.pack(">I", int(a[0], 0)))
-elif cmd == "set-copy-timestamp":          # only the footer copy at 0
-    patch_footer(f, 24, struct.pack(">I", int(a[0])), where=[0])
-elif cmd == "set-header-data-offset":
-    patch_header(f, 8, struct.pack(">Q", int(a[0], 0)))
-elif cmd == "set-locator-offset":          # slot, byte offset
-    patch_header(f, 576 + 24 * int(a[0]) + 16, struct.pack(">Q", int(a[1])))
-elif cmd == "set-bat":
-    wr(f, bat_off(f) + 4 * int(a[0]), struct.pack(">I", int(a[1], 0)))
-elif cmd == "bat":
-    print(struct.unpack(">I", rd(f, bat_off(f) + 4 * int(a[0]), 4))[0])
-elif cmd == "flip":
-    off = int(a[0])
-    if off < 0:
-        off += os.path.getsize(f)
-    wr(f, off, bytes([rd(f, off, 1)[0] ^ 0xff]))
-else:
-    sys.exit("patch.py: unknown command " + cmd)
-EOF
-vp () { $PY "$tmp/patch.py" "$@"; }
+vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
 
 # chk NAME FILE: run check (text) and check --json on FILE; outputs in
 # $d/NAME.txt, $d/NAME.json (stderr in .err); statuses in $rc, $jrc.

@@ -25,77 +25,8 @@ re () {
   printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
 }
 
-# A small stdlib-only patcher for on-disk fields.  Footers are the EOF
-# one and, when present, the copy at 0; "set-*" commands recompute the
-# checksum of the structure they change, "flip" deliberately does not.
-cat > "$tmp/vhdpatch.py" <<'EOF'
-import os, struct, sys, uuid
 
-def rd(f, off, n):
-    with open(f, "rb") as fp:
-        fp.seek(off)
-        return fp.read(n)
-
-def wr(f, off, data):
-    with open(f, "r+b") as fp:
-        fp.seek(off)
-        fp.write(data)
-
-def csum(b, at):
-    b = bytearray(b)
-    b[at:at + 4] = b"\0\0\0\0"
-    return ~sum(b) & 0xffffffff
-
-def eof_footer(f):
-    return os.path.getsize(f) - 512
-
-def footers(f):
-    offs = [eof_footer(f)]
-    if rd(f, 0, 8) == b"conectix" and offs[0] > 0:
-        offs.append(0)
-    return offs
-
-def header_off(f):
-    return struct.unpack(">Q", rd(f, eof_footer(f) + 16, 8))[0]
-
-def patch_footer(f, at, data):
-    for fo in footers(f):
-        b = bytearray(rd(f, fo, 512))
-        b[at:at + len(data)] = data
-        b[64:68] = struct.pack(">I", csum(b, 64))
-        wr(f, fo, bytes(b))
-
-def patch_header(f, at, data):
-    ho = header_off(f)
-    b = bytearray(rd(f, ho, 1024))
-    b[at:at + len(data)] = data
-    b[36:40] = struct.pack(">I", csum(b, 36))
-    wr(f, ho, bytes(b))
-
-cmd, f, a = sys.argv[1], sys.argv[2], sys.argv[3:]
-if cmd == "uid":
-    print(uuid.UUID(bytes=rd(f, eof_footer(f) + 68, 16)))
-elif cmd == "parent-id":
-    print(uuid.UUID(bytes=rd(f, header_off(f) + 40, 16)))
-elif cmd == "set-parent-id":
-    patch_header(f, 40, uuid.UUID(a[0]).bytes)
-elif cmd == "set-size":
-    patch_footer(f, 48, struct.pack(">Q", int(a[0])))
-elif cmd == "set-bat":
-    to = struct.unpack(">Q", rd(f, header_off(f) + 16, 8))[0]
-    wr(f, to + 4 * int(a[0]), struct.pack(">I", int(a[1], 0)))
-elif cmd == "bat":
-    to = struct.unpack(">Q", rd(f, header_off(f) + 16, 8))[0]
-    print(struct.unpack(">I", rd(f, to + 4 * int(a[0]), 4))[0])
-elif cmd == "flip":
-    off = int(a[0])
-    if off < 0:
-        off += os.path.getsize(f)
-    wr(f, off, bytes([rd(f, off, 1)[0] ^ 0xff]))
-else:
-    sys.exit("vhdpatch: unknown command " + cmd)
-EOF
-vp () { /usr/bin/python3 "$tmp/vhdpatch.py" "$@"; }
+vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
 
 # snap FILE...: remember the files' hashes; unchanged DESC: compare.
 snap () {

@@ -44,43 +44,22 @@ $VHDGEN make "$d/spec.json" "$d/gen" > "$d/gen.log" 2>&1 || {
 }
 
 cat > "$d/mk.py" <<'EOS'
-# mk.py GENOUT DIR: make the malformed cases from vhdgen's base.vhd and
+# mk.py GENOUT DIR TESTSDIR: make the malformed cases from vhdgen's base.vhd and
 # child.vhd (see the spec in test-malformed.sh); print one line per case:
 # NAME<TAB>FILE-TO-SERVE<TAB>DAMAGED-FILE
 import os, shutil, struct, sys
 gen, top = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from vhdpatch import rd, wr, bat_off, patch_footer, patch_header
 
-def rd(f, off, n):
-    with open(f, "rb") as fp:
-        fp.seek(off); return fp.read(n)
-def wr(f, off, data):
-    with open(f, "r+b") as fp:
-        fp.seek(off); fp.write(data)
-def csum(b, at):
-    b = bytearray(b); b[at:at + 4] = bytes(4)
-    return ~sum(b) & 0xffffffff
-def footers(f):
-    offs = [os.path.getsize(f) - 512]
-    if rd(f, 0, 8) == b"conectix": offs.append(0)
-    return offs
-def hoff(f):
-    return struct.unpack(">Q", rd(f, os.path.getsize(f) - 512 + 16, 8))[0]
 def footer(f, at, data, fix=True):
-    for fo in footers(f):
-        b = bytearray(rd(f, fo, 512)); b[at:at + len(data)] = data
-        if fix: b[64:68] = struct.pack(">I", csum(b, 64))
-        wr(f, fo, bytes(b))
+    patch_footer(f, at, data, fix=fix)
 def header(f, at, data, fix=True):
-    ho = hoff(f)
-    b = bytearray(rd(f, ho, 1024)); b[at:at + len(data)] = data
-    if fix: b[36:40] = struct.pack(">I", csum(b, 36))
-    wr(f, ho, bytes(b))
+    patch_header(f, at, data, fix=fix)
 def bat(f, i, v):
-    to = struct.unpack(">Q", rd(f, hoff(f) + 16, 8))[0]
-    wr(f, to + 4 * i, struct.pack(">I", v))
+    wr(f, bat_off(f) + 4 * i, struct.pack(">I", v))
 def getbat(f, i):
-    to = struct.unpack(">Q", rd(f, hoff(f) + 16, 8))[0]
-    return struct.unpack(">I", rd(f, to + 4 * i, 4))[0]
+    return struct.unpack(">I", rd(f, bat_off(f) + 4 * i, 4))[0]
 def loc(f, i, field, v):   # field: 4 space, 8 length, 16 offset
     fmt = ">Q" if field == 16 else ">I"
     header(f, 576 + 24 * i + field, struct.pack(fmt, v))
@@ -160,7 +139,7 @@ for c in cases:
     print("\t".join(c))
 EOS
 mkdir "$d/c"
-$PY "$d/mk.py" "$d/gen" "$d/c" > "$d/cases.tsv" || {
+$PY "$d/mk.py" "$d/gen" "$d/c" "$top_srcdir/tests" > "$d/cases.tsv" || {
   echo "Bail out! the corpus generator failed"
   exit 1
 }
