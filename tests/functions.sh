@@ -19,6 +19,7 @@ top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
 PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
 VHDTOOL="$top_builddir/tools/vhdtool"
+FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 VHDGEN="/usr/bin/python3 $top_srcdir/tests/vhdgen.py"
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
@@ -110,16 +111,27 @@ done_testing () {
   [ "$_tap_failed" -eq 0 ]
 }
 
-# serve ARGS... -- COMMAND: run COMMAND (a shell string using "$uri")
-# against the plugin serving ARGS, captive (nbdkit -U - --run).
-serve () {
+# captive NBDKIT-ARGS... -- COMMAND: run COMMAND (a shell string using
+# "$uri") against nbdkit started with NBDKIT-ARGS (nbdkit -U - --run).
+captive () {
   local args=()
   while [ "$1" != "--" ]; do
     args+=("$1")
     shift
   done
   shift
-  nbdkit -U - "$PLUGIN" "${args[@]}" --run "$1"
+  nbdkit -U - "${args[@]}" --run "$1"
+}
+
+# serve ARGS... -- COMMAND: the vhd plugin serving ARGS.
+serve () {
+  captive "$PLUGIN" "$@"
+}
+
+# ovserve ARGS... -- COMMAND: through the overlay filter; ARGS start with
+# the plugin (name or path).
+ovserve () {
+  captive --filter="$FILTER" "$@"
 }
 
 # The guest-visible content of a VHD chain as a raw file, via nbdcopy.

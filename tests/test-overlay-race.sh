@@ -30,7 +30,6 @@
 . "${top_srcdir:-.}/tests/functions.sh"
 
 PY=/usr/bin/python3
-FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 [ -f "$FILTER" ] || skip_all "overlay filter not built"
 command -v nbdcopy > /dev/null || skip_all "nbdcopy not installed"
 $PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"

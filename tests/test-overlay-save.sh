@@ -20,7 +20,6 @@
 . "${top_srcdir:-.}/tests/functions.sh"
 
 PY=/usr/bin/python3
-FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 [ -f "$FILTER" ] || skip_all "overlay filter not built"
 for prog in nbdsh nbdcopy nbdinfo; do
   command -v "$prog" > /dev/null || skip_all "$prog not installed"
@@ -29,17 +28,6 @@ $PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"
 
 M=$((1024 * 1024))
 K=1024
-
-# ovserve ARGS... -- COMMAND: like serve, through the overlay filter.
-ovserve () {
-  local args=()
-  while [ "$1" != "--" ]; do
-    args+=("$1")
-    shift
-  done
-  shift
-  nbdkit -U - --filter="$FILTER" "${args[@]}" --run "$1"
-}
 
 cd "$tmp"
 
