@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # Quick start, second command: install dependencies, build, run the
-# test suite (make check), then print "N passed, N failed[, N skipped]".
-# Exits non-zero if any test failed or errored.
+# test suite (make check) twice, in a normal build and in an ASan +
+# UBSan build, then print "N passed, N failed[, N skipped]".
+# Exits non-zero if any test failed or errored, or a sanitizer reported.
 #
-#   scripts/test.sh               the normal suite, built in the source tree
+#   scripts/test.sh               both suites, one summary line (.ci/run)
+#   scripts/test.sh --normal      the normal suite, built in the source tree
 #   scripts/test.sh --sanitizers  the whole suite under ASan + UBSan: a
 #                                 clean copy of the source in build-san/src,
 #                                 configured --enable-sanitizers and built
 #                                 apart from it (VPATH) in build-san/build
-#   scripts/test.sh --all         both, one combined summary line (.ci/run)
+#   scripts/test.sh --all         the same as no option
 #
 # See docs/reliability.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
 
-mode=normal
+mode=all
 case "${1:-}" in
-  "") ;;
+  ""|--all) ;;
+  --normal) mode=normal ;;
   --sanitizers) mode=sanitizers ;;
-  --all) mode=all ;;
-  *) echo "usage: $0 [--sanitizers|--all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--normal|--sanitizers|--all]" >&2; exit 2 ;;
 esac
 
 total_passed=0 total_failed=0 total_skipped=0
@@ -94,12 +96,21 @@ run_sanitizers () {
   ( cd "$san/build" && make -j"$(nproc)" check )
   st=$?
   tally "$san/build" $st
+  # Reports in files of their own, and reports printed to a test's
+  # output (gcc's UBSan ignores log_path; see tests/functions.sh).
   n=0
   for f in "$san"/reports/*; do
     [ -s "$f" ] || continue
     n=$((n + 1))
     echo "---- sanitizer report $f"
     head -n 60 "$f"
+  done
+  for f in "$san"/build/tests/*.log; do
+    [ "$f" = "$san/build/tests/test-suite.log" ] && continue
+    grep -Eq 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$f" || continue
+    n=$((n + 1))
+    echo "---- sanitizer report in $f"
+    grep -E -A 20 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$f" | head -n 60
   done
   total_failed=$((total_failed + n))
   echo "== sanitizer suite: $suite_line, $n sanitizer reports"

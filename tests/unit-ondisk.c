@@ -60,7 +60,8 @@ test_footer_roundtrip (void)
   ok (memcmp (b + 28, "qemu", 4) == 0 && b[36] == 'W' && b[39] == 'k',
       "creator app and host OS placed at 28 and 36");
   ok (vhd_checksum (b, 512, 64) == f.checksum &&
-      (uint32_t) (b[64] << 24 | b[65] << 16 | b[66] << 8 | b[67]) == f.checksum,
+      ((uint32_t) b[64] << 24 | (uint32_t) b[65] << 16 |
+       (uint32_t) b[66] << 8 | b[67]) == f.checksum,
       "encode stores a valid checksum big-endian");
   vhd_footer_decode (b, &g);
   ok (g.current_size == 104865792 && g.disk_type == 3 &&
