@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,28 +93,42 @@ fuzz_unlink (const char *name)
   unlink (fuzz_path (3, name));
 }
 
+/* The next record of the container at *data (see common.h): sets *rec
+ * and *len, advances past it.  A length past the end takes what is
+ * left; fewer than 4 bytes left make an empty last record. */
+static void
+next_record (const uint8_t **data, size_t *size,
+             const uint8_t **rec, size_t *len)
+{
+  const uint8_t *d = *data;
+
+  *len = 0;
+  if (*size >= 4) {
+    *len = d[0] | (d[1] << 8) | (d[2] << 16) | ((size_t) d[3] << 24);
+    d += 4, *size -= 4;
+    if (*len > *size)
+      *len = *size;
+  }
+  else
+    *size = 0;
+  *rec = d;
+  *data = d + *len;
+  *size -= *len;
+}
+
 int
 fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags)
 {
+  const uint8_t *rec;
+  size_t len;
   int n = 0;
 
   *flags = size > 0 ? data[0] : 0;
   if (size > 0)
     data++, size--;
   do {
-    size_t len = size;
-
-    if (size >= 4) {
-      len = data[0] | (data[1] << 8) | (data[2] << 16) |
-            ((size_t) data[3] << 24);
-      data += 4, size -= 4;
-      if (len > size)
-        len = size;
-    }
-    else
-      len = size = 0;
-    fuzz_write_file (FUZZ_NAMES[n], data, len);
-    data += len, size -= len;
+    next_record (&data, &size, &rec, &len);
+    fuzz_write_file (FUZZ_NAMES[n], rec, len);
     n++;
   } while (size > 0 && n < FUZZ_MAX_FILES);
   /* Files of a previous input that this one has not rewritten must not
@@ -121,6 +136,51 @@ fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags)
   for (int k = n; k < FUZZ_MAX_FILES; k++)
     fuzz_unlink (FUZZ_NAMES[k]);
   return n;
+}
+
+/* Whether fuzz_dir()/name holds exactly len bytes equal to want. */
+static bool
+same_content (const char *name, const uint8_t *want, size_t len)
+{
+  static uint8_t buf[65536];
+  int fd = open (fuzz_path (3, name), O_RDONLY | O_CLOEXEC);
+  bool same = fd != -1;
+  size_t done = 0;
+
+  while (same) {
+    ssize_t r = read (fd, buf, sizeof buf);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      same = r == 0 && done == len;
+      break;
+    }
+    same = (size_t) r <= len - done && memcmp (buf, want + done, r) == 0;
+    done += r;
+  }
+  if (fd != -1)
+    close (fd);
+  return same;
+}
+
+void
+fuzz_assert_inputs_intact (const uint8_t *data, size_t size)
+{
+  const uint8_t *rec;
+  size_t len;
+  int n = 0;
+
+  if (size > 0)
+    data++, size--;
+  do {
+    next_record (&data, &size, &rec, &len);
+    if (!same_content (FUZZ_NAMES[n], rec, len)) {
+      fprintf (stderr, "fuzz: %s was modified: only the writable top "
+               "may change\n", FUZZ_NAMES[n]);
+      abort ();
+    }
+    n++;
+  } while (size > 0 && n < FUZZ_MAX_FILES);
 }
 
 static void

@@ -42,6 +42,10 @@ void fuzz_unlink (const char *name);
 /* Unpack the container into files; returns the number of files written
  * (at least 1: an empty record is an empty file) and the flags byte. */
 int fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags);
+/* Abort unless every file fuzz_unpack wrote from this input is still
+ * byte-identical to its record: read-only opens, and writes to a
+ * writable top, must leave every file of the input alone. */
+void fuzz_assert_inputs_intact (const uint8_t *data, size_t size);
 /* Silence the library. */
 void fuzz_quiet (void);
 

@@ -9,7 +9,8 @@
  * The last three bytes of the input pick the offsets and lengths of the
  * reads and of the write.
  * The chain is opened as the plugin opens it, then read (a few ranges,
- * unaligned too), and its extents listed.  Everything is capped to the
+ * unaligned too), and its extents listed.  Afterwards every file of the
+ * input must be unchanged: only the copy w.vhd may be written.  Everything is capped to the
  * first FUZZ_SPAN bytes of the disk (plus its last sectors) so an
  * iteration stays fast whatever size the footer claims.
  */
@@ -117,5 +118,6 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     }
     fuzz_unlink ("w.vhd");
   }
+  fuzz_assert_inputs_intact (data, size);
   return 0;
 }
