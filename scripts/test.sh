@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Quick start, second command: install dependencies, build, run the
-# test suite (make check) twice, in a normal build and in an ASan +
-# UBSan build, then print "N passed, N failed[, N skipped]".
-# Exits non-zero if any test failed or errored, or a sanitizer reported.
+# test suite (make check) in a normal build, the unit tests and vhdtool
+# under valgrind (scripts/valgrind.sh), and the test suite again in an
+# ASan + UBSan build, then print "N passed, N failed[, N skipped]".
+# Exits non-zero if any test failed or errored, or a sanitizer or
+# valgrind reported.
 #
-#   scripts/test.sh               both suites, one summary line (.ci/run)
+#   scripts/test.sh               all three, one summary line (.ci/run)
 #   scripts/test.sh --normal      the normal suite, built in the source tree
+#   scripts/test.sh --valgrind    the valgrind run only
 #   scripts/test.sh --sanitizers  the whole suite under ASan + UBSan: a
 #                                 clean copy of the source in build-san/src,
 #                                 configured --enable-sanitizers and built
@@ -21,8 +24,9 @@ mode=all
 case "${1:-}" in
   ""|--all) ;;
   --normal) mode=normal ;;
+  --valgrind) mode=valgrind ;;
   --sanitizers) mode=sanitizers ;;
-  *) echo "usage: $0 [--normal|--sanitizers|--all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--normal|--valgrind|--sanitizers|--all]" >&2; exit 2 ;;
 esac
 
 total_passed=0 total_failed=0 total_skipped=0
@@ -59,6 +63,22 @@ run_normal () {
   make -j"$(nproc)" check
   tally "$top" $?
   echo "== normal suite: $suite_line"
+}
+
+# scripts/valgrind.sh prints one line per program run and a last line
+# "N passed, N failed".
+run_valgrind () {
+  local out passed failed
+  out=$(bash scripts/valgrind.sh 2>&1)
+  echo "$out"
+  passed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+  failed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+  if [ -z "$passed" ]; then
+    passed=0 failed=1         # it did not get as far as its summary
+  fi
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  echo "== valgrind: $passed ok, $failed not ok"
 }
 
 # The sanitizer suite.  A VPATH build cannot share a source tree that is
@@ -121,7 +141,8 @@ scripts/deps.sh || exit 1
 case $mode in
   normal) run_normal ;;
   sanitizers) run_sanitizers ;;
-  all) run_normal; run_sanitizers ;;
+  valgrind) run_valgrind ;;
+  all) run_normal; run_valgrind; run_sanitizers ;;
 esac
 
 summary="$total_passed passed, $total_failed failed"

@@ -4,7 +4,8 @@
 #   valgrind --error-exitcode=1 --leak-check=full
 # against the in-tree build (scripts/build.sh first).  Prints one line
 # per command and "N passed, N failed"; non-zero if any run reported a
-# memory error or a definite leak.  Not part of CI (docs/reliability.md).
+# memory error or a definite leak.  scripts/test.sh (and so CI) runs it
+# between the normal and the sanitizer suites (docs/reliability.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
