@@ -120,8 +120,9 @@ for x in range(ns):
         what = "data never written to it"
     if lost + bad <= 5:
         print("sector %d holds %s" % (x, what))
-print("%d writes, %d acknowledged, %d before the last flush"
-      % (len(order), len(acked), durable_upto))
+print("%d writes sent, %d acknowledged, %d durable (acknowledged and then "
+      "flushed); %d sent before the last completed flush"
+      % (len(order), len(acked), len(durable), durable_upto))
 sys.exit(1 if bad or lost else 0)
 EOF2
 
