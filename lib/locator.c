@@ -380,6 +380,7 @@ vhd_find_parent (const struct vhd_file *child,
   }
   else {
     vhd_report (opts, VHD_ERROR, child->path, "parent",
+                opts->missing_parent_hint ? opts->missing_parent_hint :
                 "; use the parent or parent-dir option to say where it is",
                 "parent not found (parent id %s, name \"%s\"); tried: %s",
                 want, child->parent_name ? child->parent_name : "",

@@ -315,13 +315,24 @@ warn_other_children (const struct merge *m)
   free (d2);
 }
 
+/* A merge follows the parent locators only, never a search the user
+ * steers: the files it rewrites and deletes must be the ones the chain
+ * itself names. */
+#define MERGE_PARENT_HINT \
+  "; a merge follows the parent locators only: point the child at its " \
+  "parent with 'vhdtool set-parent' first"
+
 /* Step 0: open and lock everything, in an order that never reads a
  * file's metadata before it is locked. */
 static int
 open_chains (struct merge *m, const char *file)
 {
-  struct vhd_open_options unlocked = { .readonly = true, .no_lock = true };
-  struct vhd_open_options writable = { .readonly = false };
+  struct vhd_open_options unlocked = {
+    .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
+  };
+  struct vhd_open_options writable = {
+    .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
+  };
   unsigned i;
 
   if (vhd_chain_open (file, &unlocked, &m->locks) == -1 ||

@@ -158,6 +158,9 @@ struct vhd_open_options {
   size_t n_parent_dirs;
   vhd_problem_fn problem;       /* check mode when set (see above) */
   void *problem_opaque;
+  /* Appended to "parent not found": how this program's user says where
+   * a parent is.  NULL: the plugin's parent= and parent-dir= options. */
+  const char *missing_parent_hint;
 };
 
 struct vhd_file {

@@ -202,6 +202,42 @@ check_fails "a chain that does not open: exit 1, parent not found" 'parent not f
   "$VHDTOOL" convert "$d/orphan/c.vhd" "$d/orphan/out.vhd"
 [ ! -e "$d/orphan/out.vhd" ] && [ -z "$(ls "$d/orphan" | grep tmp)" ] &&
   pass "failed convert created nothing" || fail "failed convert created nothing"
+check_fails "... and the error names vhdtool's own options" \
+  'parent not found.*; use --parent or --parent-dir to say where it is' \
+  "$VHDTOOL" convert "$d/orphan/c.vhd" "$d/orphan/out.vhd"
+
+# The parent moved: convert, map and check find it when told where.
+mkdir "$d/orphan/moved"
+"$VHDTOOL" create "$d/orphan/moved/b.vhd" 1M
+serve "$d/orphan/moved/b.vhd" -- \
+  "nbdsh -u \"\$uri\" -c 'h.pwrite(b\"B\" * 4096, 8192); h.flush()'"
+# c.vhd names b.vhd's old id: the new b.vhd is a different disk.
+"$VHDTOOL" set-parent --ignore-id-mismatch "$d/orphan/c.vhd" "$d/orphan/moved/b.vhd" > /dev/null
+mv "$d/orphan/moved/b.vhd" "$d/orphan/moved/renamed.vhd"
+check "convert --parent FILE: the chain opens" \
+  "$VHDTOOL" convert -t raw --parent "$d/orphan/moved/renamed.vhd" \
+    "$d/orphan/c.vhd" "$d/orphan/out.raw"
+check "... and the parent's data is in the output" \
+  test "$(od -An -c -j 8192 -N 4 "$d/orphan/out.raw" | tr -d ' ')" = BBBB
+rm -f "$d/orphan/out.raw"
+# Under its own name but in a directory no locator names.
+mkdir "$d/orphan/elsewhere"
+mv "$d/orphan/moved/renamed.vhd" "$d/orphan/elsewhere/b.vhd"
+check "convert --parent-dir DIR: the chain opens" \
+  "$VHDTOOL" convert -t raw --parent-dir "$d/orphan/elsewhere" \
+    "$d/orphan/c.vhd" "$d/orphan/out.raw"
+check "... and the parent's data is in the output" \
+  test "$(od -An -c -j 8192 -N 4 "$d/orphan/out.raw" | tr -d ' ')" = BBBB
+mv "$d/orphan/elsewhere/b.vhd" "$d/orphan/moved/renamed.vhd"
+check_fails "map without the hint: parent not found, with the hint" \
+  'parent not found.*use --parent or --parent-dir' "$VHDTOOL" map "$d/orphan/c.vhd"
+check "map --parent FILE: the parent's range is listed as depth 1" \
+  sh -c "'$VHDTOOL' map --parent '$d/orphan/moved/renamed.vhd' '$d/orphan/c.vhd' |
+         grep -Eq '^0x2000 +0x1000 +1 +$d/orphan/moved/renamed.vhd\$'"
+check "check --parent FILE: the chain is examined, no problems" \
+  "$VHDTOOL" check --parent "$d/orphan/moved/renamed.vhd" "$d/orphan/c.vhd"
+check_fails "check without it: the missing parent is the problem" \
+  'parent not found' "$VHDTOOL" check "$d/orphan/c.vhd"
 
 # Locks: a chain being written by nbdkit cannot be converted.
 mkdir "$d/lock"

@@ -205,6 +205,13 @@ check_fails "--into a missing file: refused" 'nosuch\.vhd: No such file or direc
 check_fails "a missing FILE: exit 1" 'nosuch\.vhd' "$VHDTOOL" merge nosuch.vhd
 check_fails "merge without FILE: exit 2" 'merge takes one FILE' "$VHDTOOL" merge
 check_fails "merge --frob: exit 2" 'bad option' "$VHDTOOL" merge --frob l3.vhd
+check_fails "merge --parent-dir: exit 2 (a merge follows the locators only)" \
+  'bad option' "$VHDTOOL" merge --parent-dir . l3.vhd
+mv l1.vhd l1-moved.vhd
+check_fails "a parent missing: refused, pointing at set-parent" \
+  "l2\.vhd: parent not found .*a merge follows the parent locators only: point the child at its parent with 'vhdtool set-parent' first" \
+  "$VHDTOOL" merge l3.vhd
+mv l1-moved.vhd l1.vhd
 unchanged "refused merges modified nothing"
 files_are "refused merges left no journal" "$d/bad" "l0.vhd l1.vhd l2.vhd l3.vhd"
 

@@ -18,14 +18,15 @@
 static void
 check_help (void)
 {
-  printf ("Usage: vhdtool check [--json] FILE\n"
+  printf ("Usage: vhdtool check [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
           "\n"
           "Examine FILE and its whole chain of parents and report every\n"
           "problem found: checksums, footer copy, header fields, BAT entries,\n"
           "parent locators, missing parents, parent id and size mismatches,\n"
           "loops.\n"
           "\n"
-          "  --json   machine-readable output\n"
+          "  --json                machine-readable output\n"
+          PARENT_OPTIONS_HELP
           "\n"
           "Exit status: 0 no problems, 1 problems found, 2 FILE cannot be\n"
           "checked at all (unreadable, not a VHD) or bad usage.\n");
@@ -140,12 +141,14 @@ cmd_check (int argc, char **argv)
 {
   static const struct option long_opts[] = {
     { "json", no_argument, NULL, 'j' },
+    PARENT_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   struct report r = { NULL, 0, false };
   struct vhd_open_options o = {
     .readonly = true, .no_lock = true, .problem = collect, .problem_opaque = &r,
+    .missing_parent_hint = PARENT_OPTIONS_HINT,
   };
   struct vhd_chain *c = NULL;
   bool json = false;
@@ -155,16 +158,25 @@ cmd_check (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': json = true; break;
+    case OPT_PARENT: case OPT_PARENT_DIR:
+      if (parent_option (&o, ch, optarg) == -1) {
+        parent_options_free (&o);
+        return EXIT_CANNOT_CHECK;
+      }
+      break;
     case 'h':
       check_help ();
+      parent_options_free (&o);
       return EXIT_OK;
     default:
       usage_error ("check: bad option");
+      parent_options_free (&o);
       return EXIT_USAGE;
     }
   }
   if (argc - optind != 1) {
     usage_error ("check takes one FILE");
+    parent_options_free (&o);
     return EXIT_USAGE;
   }
 
@@ -191,5 +203,6 @@ cmd_check (int argc, char **argv)
     print_text (c, &r);
   vhd_chain_close (c);
   free_report (&r);
+  parent_options_free (&o);
   return status;
 }

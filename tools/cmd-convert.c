@@ -10,14 +10,16 @@
 static void
 convert_help (void)
 {
-  printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] FILE OUTPUT\n"
+  printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
+          "                       [--parent-dir DIR]... FILE OUTPUT\n"
           "\n"
           "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
           "The source files are only read; an existing OUTPUT is never\n"
           "overwritten.  Ranges that read as zeros stay sparse.\n"
           "\n"
-          "  -t, --type TYPE   fixed, dynamic (the default) or raw\n"
-          "  -p, --progress    show a progress bar (on a terminal)\n");
+          "  -t, --type TYPE       fixed, dynamic (the default) or raw\n"
+          "  -p, --progress        show a progress bar (on a terminal)\n"
+          PARENT_OPTIONS_HELP);
 }
 
 int
@@ -26,11 +28,14 @@ cmd_convert (int argc, char **argv)
   static const struct option long_opts[] = {
     { "type", required_argument, NULL, 't' },
     { "progress", no_argument, NULL, 'p' },
+    PARENT_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   struct vhd_convert_params p = { .type = VHD_TYPE_DYNAMIC };
-  struct vhd_open_options o = { .readonly = true };
+  struct vhd_open_options o = {
+    .readonly = true, .missing_parent_hint = PARENT_OPTIONS_HINT,
+  };
   struct vhd_chain *c = NULL;
   struct progress bar;
   bool want_progress = false;
@@ -48,31 +53,41 @@ cmd_convert (int argc, char **argv)
       else {
         usage_error ("convert: unknown type '%s' (fixed, dynamic or raw)",
                      optarg);
-        return EXIT_USAGE;
+        r = EXIT_USAGE;
+        goto out;
       }
       break;
     case 'p': want_progress = true; break;
+    case OPT_PARENT: case OPT_PARENT_DIR:
+      if (parent_option (&o, ch, optarg) == -1)
+        goto out;
+      break;
     case 'h':
       convert_help ();
-      return EXIT_OK;
+      r = EXIT_OK;
+      goto out;
     default:
       usage_error ("convert: bad option");
-      return EXIT_USAGE;
+      r = EXIT_USAGE;
+      goto out;
     }
   }
   if (argc - optind != 2) {
     usage_error ("convert takes FILE and OUTPUT");
-    return EXIT_USAGE;
+    r = EXIT_USAGE;
+    goto out;
   }
   progress_init (&bar, want_progress);
   p.progress = progress_update;
   p.opaque = &bar;
 
-  if (vhd_chain_open (argv[optind], &o, &c) == -1)
-    return EXIT_FAILED;
-  if (vhd_convert (c, argv[optind + 1], &p) == 0)
-    r = EXIT_OK;
+  if (vhd_chain_open (argv[optind], &o, &c) == 0) {
+    if (vhd_convert (c, argv[optind + 1], &p) == 0)
+      r = EXIT_OK;
+    vhd_chain_close (c);
+  }
   progress_done (&bar);
-  vhd_chain_close (c);
+ out:
+  parent_options_free (&o);
   return r;
 }

@@ -20,8 +20,7 @@ info_help (void)
           "  --json                machine-readable output\n"
           "  --ignore-checksums    read files with bad footer/header checksums\n"
           "  --ignore-id-mismatch  accept a parent whose unique id differs\n"
-          "  --parent FILE         a candidate parent (repeatable)\n"
-          "  --parent-dir DIR      a directory to search for parents (repeatable)\n");
+          PARENT_OPTIONS_HELP);
 }
 
 static void
@@ -187,17 +186,6 @@ print_json (const struct vhd_file *f, const struct vhd_chain *c,
   }
 }
 
-static int
-append (const char ***list, size_t *n, const char *v)
-{
-  const char **p = realloc (*list, (*n + 1) * sizeof *p);
-  if (p == NULL)
-    return -1;
-  p[(*n)++] = v;
-  *list = p;
-  return 0;
-}
-
 int
 cmd_info (int argc, char **argv)
 {
@@ -205,13 +193,14 @@ cmd_info (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "ignore-checksums", no_argument, NULL, 'C' },
     { "ignore-id-mismatch", no_argument, NULL, 'I' },
-    { "parent", required_argument, NULL, 'p' },
-    { "parent-dir", required_argument, NULL, 'd' },
+    PARENT_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct vhd_open_options o = { .readonly = true, .no_lock = true };
-  const char **parents = NULL, **dirs = NULL;
+  struct vhd_open_options o = {
+    .readonly = true, .no_lock = true,
+    .missing_parent_hint = PARENT_OPTIONS_HINT,
+  };
   struct vhd_file *f = NULL;
   struct vhd_chain *c = NULL;
   char chain_error[1024] = "";
@@ -223,12 +212,8 @@ cmd_info (int argc, char **argv)
     case 'j': json = true; break;
     case 'C': o.ignore_checksums = true; break;
     case 'I': o.ignore_id_mismatch = true; break;
-    case 'p':
-      if (append (&parents, &o.n_parent_files, optarg) == -1)
-        goto out;
-      break;
-    case 'd':
-      if (append (&dirs, &o.n_parent_dirs, optarg) == -1)
+    case OPT_PARENT: case OPT_PARENT_DIR:
+      if (parent_option (&o, ch, optarg) == -1)
         goto out;
       break;
     case 'h':
@@ -246,8 +231,6 @@ cmd_info (int argc, char **argv)
     r = EXIT_USAGE;
     goto out;
   }
-  o.parent_files = parents;
-  o.parent_dirs = dirs;
 
   if (vhd_file_open (argv[optind], false, &o, &f) == -1)
     goto out;
@@ -263,7 +246,6 @@ cmd_info (int argc, char **argv)
  out:
   vhd_chain_close (c);
   vhd_file_close (f);
-  free (parents);
-  free (dirs);
+  parent_options_free (&o);
   return r;
 }

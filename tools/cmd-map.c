@@ -11,13 +11,14 @@
 static void
 map_help (void)
 {
-  printf ("Usage: vhdtool map [--json] FILE\n"
+  printf ("Usage: vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
           "\n"
           "Show which file of FILE's chain supplies each byte range of the\n"
           "disk, and which ranges no file holds (they read as zeros).\n"
           "Adjacent ranges from the same file are merged.\n"
           "\n"
-          "  --json   machine-readable output\n");
+          "  --json                machine-readable output\n"
+          PARENT_OPTIONS_HELP);
 }
 
 struct mapper {
@@ -60,10 +61,14 @@ cmd_map (int argc, char **argv)
 {
   static const struct option long_opts[] = {
     { "json", no_argument, NULL, 'j' },
+    PARENT_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct vhd_open_options o = { .readonly = true, .no_lock = true };
+  struct vhd_open_options o = {
+    .readonly = true, .no_lock = true,
+    .missing_parent_hint = PARENT_OPTIONS_HINT,
+  };
   struct vhd_chain *c = NULL;
   struct mapper m = { NULL, false, true };
   int ch, r = EXIT_FAILED;
@@ -71,20 +76,27 @@ cmd_map (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': m.json = true; break;
+    case OPT_PARENT: case OPT_PARENT_DIR:
+      if (parent_option (&o, ch, optarg) == -1)
+        goto out;
+      break;
     case 'h':
       map_help ();
-      return EXIT_OK;
+      r = EXIT_OK;
+      goto out;
     default:
       usage_error ("map: bad option");
-      return EXIT_USAGE;
+      r = EXIT_USAGE;
+      goto out;
     }
   }
   if (argc - optind != 1) {
     usage_error ("map takes one FILE");
-    return EXIT_USAGE;
+    r = EXIT_USAGE;
+    goto out;
   }
   if (vhd_chain_open (argv[optind], &o, &c) == -1)
-    return EXIT_FAILED;
+    goto out;
   m.c = c;
   if (m.json)
     printf ("[");
@@ -96,5 +108,7 @@ cmd_map (int argc, char **argv)
     printf ("\n]\n");
   if (vhd_chain_close (c) == -1)
     r = EXIT_FAILED;
+ out:
+  parent_options_free (&o);
   return r;
 }

@@ -123,3 +123,36 @@ test_step (void *opaque, const char *step)
   if (at && strcmp (at, step) == 0)
     raise (SIGKILL);
 }
+
+/* Appends v to a candidate list of the library's open options (declared
+ * const there: the library only reads it). */
+static int
+append (const char *const **list, size_t *n, const char *v)
+{
+  const char **p = realloc ((void *) *list, (*n + 1) * sizeof *p);
+
+  if (p == NULL) {
+    fprintf (stderr, "%s: %s\n", progname, strerror (errno));
+    return -1;
+  }
+  p[(*n)++] = v;
+  *list = p;
+  return 0;
+}
+
+int
+parent_option (struct vhd_open_options *o, int ch, const char *arg)
+{
+  if (ch == OPT_PARENT)
+    return append (&o->parent_files, &o->n_parent_files, arg);
+  return append (&o->parent_dirs, &o->n_parent_dirs, arg);
+}
+
+void
+parent_options_free (struct vhd_open_options *o)
+{
+  free ((void *) o->parent_files);
+  free ((void *) o->parent_dirs);
+  o->parent_files = o->parent_dirs = NULL;
+  o->n_parent_files = o->n_parent_dirs = 0;
+}
