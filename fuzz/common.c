@@ -93,44 +93,50 @@ fuzz_unlink (const char *name)
   unlink (fuzz_path (3, name));
 }
 
-/* The next record of the container at *data (see common.h): sets *rec
- * and *len, advances past it.  A length past the end takes what is
- * left; fewer than 4 bytes left make an empty last record. */
-static void
-next_record (const uint8_t **data, size_t *size,
-             const uint8_t **rec, size_t *len)
+/* Calls fn for each record of the container (see common.h) after the
+ * flags byte, with its index: a length past the end takes what is
+ * left; fewer than 4 bytes left make an empty last record.  Returns the
+ * number of records (at least 1). */
+static int
+each_record (const uint8_t *data, size_t size,
+             void (*fn) (int k, const uint8_t *rec, size_t len))
 {
-  const uint8_t *d = *data;
+  int n = 0;
 
-  *len = 0;
-  if (*size >= 4) {
-    *len = d[0] | (d[1] << 8) | (d[2] << 16) | ((size_t) d[3] << 24);
-    d += 4, *size -= 4;
-    if (*len > *size)
-      *len = *size;
-  }
-  else
-    *size = 0;
-  *rec = d;
-  *data = d + *len;
-  *size -= *len;
+  if (size > 0)
+    data++, size--;
+  do {
+    size_t len = 0;
+
+    if (size >= 4) {
+      len = data[0] | (data[1] << 8) | (data[2] << 16) |
+            ((size_t) data[3] << 24);
+      data += 4, size -= 4;
+      if (len > size)
+        len = size;
+    }
+    else
+      size = 0;
+    fn (n, data, len);
+    data += len, size -= len;
+    n++;
+  } while (size > 0 && n < FUZZ_MAX_FILES);
+  return n;
+}
+
+static void
+write_record (int k, const uint8_t *rec, size_t len)
+{
+  fuzz_write_file (FUZZ_NAMES[k], rec, len);
 }
 
 int
 fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags)
 {
-  const uint8_t *rec;
-  size_t len;
-  int n = 0;
+  int n;
 
   *flags = size > 0 ? data[0] : 0;
-  if (size > 0)
-    data++, size--;
-  do {
-    next_record (&data, &size, &rec, &len);
-    fuzz_write_file (FUZZ_NAMES[n], rec, len);
-    n++;
-  } while (size > 0 && n < FUZZ_MAX_FILES);
+  n = each_record (data, size, write_record);
   /* Files of a previous input that this one has not rewritten must not
    * take part. */
   for (int k = n; k < FUZZ_MAX_FILES; k++)
@@ -138,12 +144,12 @@ fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags)
   return n;
 }
 
-/* Whether fuzz_dir()/name holds exactly len bytes equal to want. */
-static bool
-same_content (const char *name, const uint8_t *want, size_t len)
+/* Aborts unless fuzz_dir()/FUZZ_NAMES[k] holds exactly rec. */
+static void
+assert_record_intact (int k, const uint8_t *rec, size_t len)
 {
   static uint8_t buf[65536];
-  int fd = open (fuzz_path (3, name), O_RDONLY | O_CLOEXEC);
+  int fd = open (fuzz_path (3, FUZZ_NAMES[k]), O_RDONLY | O_CLOEXEC);
   bool same = fd != -1;
   size_t done = 0;
 
@@ -155,32 +161,22 @@ same_content (const char *name, const uint8_t *want, size_t len)
       same = r == 0 && done == len;
       break;
     }
-    same = (size_t) r <= len - done && memcmp (buf, want + done, r) == 0;
+    same = (size_t) r <= len - done && memcmp (buf, rec + done, r) == 0;
     done += r;
   }
   if (fd != -1)
     close (fd);
-  return same;
+  if (!same) {
+    fprintf (stderr, "fuzz: %s was modified: only the writable top "
+             "may change\n", FUZZ_NAMES[k]);
+    abort ();
+  }
 }
 
 void
 fuzz_assert_inputs_intact (const uint8_t *data, size_t size)
 {
-  const uint8_t *rec;
-  size_t len;
-  int n = 0;
-
-  if (size > 0)
-    data++, size--;
-  do {
-    next_record (&data, &size, &rec, &len);
-    if (!same_content (FUZZ_NAMES[n], rec, len)) {
-      fprintf (stderr, "fuzz: %s was modified: only the writable top "
-               "may change\n", FUZZ_NAMES[n]);
-      abort ();
-    }
-    n++;
-  } while (size > 0 && n < FUZZ_MAX_FILES);
+  each_record (data, size, assert_record_intact);
 }
 
 static void
