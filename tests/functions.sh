@@ -169,7 +169,7 @@ if [ -n "$_libasan" ]; then
   : "${UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1}"
   export UBSAN_OPTIONS
   mkdir "$tmp/.sanbin"
-  # See tests/nbdkit-exit-shim.c for why failing exits need help.
+  # See tests/nbdkit-exit-shim.c for why nbdkit needs help to exit.
   cc -shared -fPIC -o "$tmp/.sanbin/exit-shim.so" \
     "$top_srcdir/tests/nbdkit-exit-shim.c" -ldl
   # The --run command is a client, not code under test, and must not
