@@ -120,8 +120,15 @@ done_testing () {
   [ "$_tap_failed" -eq 0 ]
 }
 
+# A fresh Unix socket path in $tmp, for nbdkit -U.  Tests never use
+# "-U -": nbdkit 1.32 leaves the directory it makes for it in /tmp
+# behind whenever start-up fails, which half the tests provoke.
+newsock () {
+  mktemp -u "$tmp/sockXXXXXX"
+}
+
 # captive NBDKIT-ARGS... -- COMMAND: run COMMAND (a shell string using
-# "$uri") against nbdkit started with NBDKIT-ARGS (nbdkit -U - --run).
+# "$uri") against nbdkit started with NBDKIT-ARGS (nbdkit -U --run).
 captive () {
   local args=()
   while [ "$1" != "--" ]; do
@@ -129,7 +136,7 @@ captive () {
     shift
   done
   shift
-  nbdkit -U - "${args[@]}" --run "$1"
+  nbdkit -U "$(newsock)" "${args[@]}" --run "$1"
 }
 
 # serve ARGS... -- COMMAND: the vhd plugin serving ARGS.

@@ -48,7 +48,7 @@ startup_fails () {
   shift 2
   rm -f "$tmp/.ran"
   check_fails "$desc" "$re" \
-    nbdkit -U - "$PLUGIN" "$@" --run "touch '$tmp/.ran'"
+    nbdkit -U "$(newsock)" "$PLUGIN" "$@" --run "touch '$tmp/.ran'"
   if [ -e "$tmp/.ran" ]; then
     fail "$desc: nbdkit ran the client although the chain is bad"
   fi
@@ -194,13 +194,13 @@ startup_fails "missing parent: names the child and says 'parent not found'" \
   "$c/moved/child.vhd"
 check_fails "missing parent: lists the W2ru candidate (child's dir) as tried" \
   "tried: .*$(re "$c/moved/base.vhd")" \
-  nbdkit -U - "$PLUGIN" "$c/moved/child.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$c/moved/child.vhd" --run true
 check_fails "missing parent: lists the W2ku candidate (drive letter dropped)" \
   "tried: .*/images/old/base\.vhd" \
-  nbdkit -U - "$PLUGIN" "$c/moved/child.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$c/moved/child.vhd" --run true
 check_fails "missing parent: hints at parent= / parent-dir=" \
   "use the parent or parent-dir option" \
-  nbdkit -U - "$PLUGIN" "$c/moved/child.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$c/moved/child.vhd" --run true
 startup_fails "missing parent: parent-dir= without it is listed as tried" \
   "parent not found.*tried: .*$(re "$c/empty/base.vhd")" \
   "$c/moved/child.vhd" parent-dir="$c/empty"
@@ -586,14 +586,14 @@ startup_fails "second server on the write-locked child refuses, naming the daemo
   "$c/child.vhd"
 check_fails "second read-only server on the write-locked child refuses too" \
   "error: $(re "$c/child.vhd"): file is in use: locked by process $lock_pid \(nbdkit\)" \
-  nbdkit -r -U - "$PLUGIN" "$c/child.vhd" --run true
+  nbdkit -r -U "$(newsock)" "$PLUGIN" "$c/child.vhd" --run true
 
 # The parent of the served chain is share-locked: it can be read by
 # another server, but not written.
 reads_as "parent of the served chain can be served read-only" \
   "$BASE_RAW" "$c/base.vhd"
 rm -f "$tmp/.wrote"
-nbdkit -U - "$PLUGIN" "$c/base.vhd" --run "nbdsh -u \"\$uri\" -c 'h.pwrite(b\"\\xa5\" * 512, 0); h.flush()' && touch '$tmp/.wrote'" \
+nbdkit -U "$(newsock)" "$PLUGIN" "$c/base.vhd" --run "nbdsh -u \"\$uri\" -c 'h.pwrite(b\"\\xa5\" * 512, 0); h.flush()' && touch '$tmp/.wrote'" \
   > "$tmp/.out" 2>&1
 st=$?
 if [ "$st" -ne 0 ] && [ ! -e "$tmp/.wrote" ] &&

@@ -53,7 +53,7 @@ gunzip -c "$IMAGES/dfvfs-image-chain/image-differential.vhd.gz" \
 sha_before=$(sha256sum "$tmp"/chain/*.vhd)
 check_fails "bad checksum refused, file and structure named" \
   'image-differential\.vhd: footer checksum mismatch.*ignore-checksums' \
-  nbdkit -U - "$PLUGIN" "$tmp/chain/image-differential.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$tmp/chain/image-differential.vhd" --run true
 check_hash "dfvfs chain with ignore-checksums=true" \
   c6db12a7db548e193c29420c1b4533e4708b20c5033db5cc29ef075d48316d25 \
   "$tmp/chain/image-differential.vhd" ignore-checksums=true
@@ -71,7 +71,7 @@ echo "$sha_before" | grep -qF "$sha_after" &&
 unpack dfvfs-fat-differential.vhd.gz fat-diff.vhd
 check_fails "Windows child with missing parent: clear error" \
   'fat-diff\.vhd: parent not found.*fat-parent\.vhd' \
-  nbdkit -U - "$PLUGIN" "$tmp/fat-diff.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$tmp/fat-diff.vhd" --run true
 
 # The same child served over a stand-in parent with the right id and
 # size: the child's partial sector bitmaps (Windows writes bits only for

@@ -255,7 +255,7 @@ while IFS=$'\t' read -r name file damaged; do
   rm -f "$d/.ran"
   t0=$(date +%s%N)
   st=0
-  timeout 60 nbdkit -U - "$PLUGIN" "$file" --run "touch '$d/.ran'" \
+  timeout 60 nbdkit -U "$(newsock)" "$PLUGIN" "$file" --run "touch '$d/.ran'" \
     > "$d/.out" 2>&1 || st=$?
   ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   if [ "$st" -ne 0 ] && [ "$st" -ne 124 ] && [ ! -e "$d/.ran" ] &&

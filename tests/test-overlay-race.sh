@@ -236,7 +236,7 @@ race () {
     *overlay-block-size=1M*) bs=$M ;;
   esac
   check "$name: no lost write" \
-    nbdkit -U - --filter="$FILTER" file base.raw "$@" \
+    nbdkit -U "$(newsock)" --filter="$FILTER" file base.raw "$@" \
       --run "$PY $tmp/race.py \"\$uri\" $bs $nconn $rounds $seed $tmp/base.raw"
   sed 's/^/# /' "$tmp/.out" | head -n 8
 }
@@ -258,11 +258,11 @@ check "fill it through the plugin" \
   serve base.vhd -- "nbdcopy $tmp/base16.raw \"\$uri\""
 sha_vhd=$(sha256sum < base.vhd)
 check "vhd plugin, 64K blocks, 4 connections: no lost write" \
-  nbdkit -U - --filter="$FILTER" "$PLUGIN" base.vhd \
+  nbdkit -U "$(newsock)" --filter="$FILTER" "$PLUGIN" base.vhd \
     --run "$PY $tmp/race.py \"\$uri\" 65536 4 8 8 $tmp/base16.raw"
 sed 's/^/# /' "$tmp/.out" | head -n 8
 check "vhd plugin, 4K blocks, 3 connections: no lost write" \
-  nbdkit -U - --filter="$FILTER" "$PLUGIN" base.vhd overlay-block-size=4K \
+  nbdkit -U "$(newsock)" --filter="$FILTER" "$PLUGIN" base.vhd overlay-block-size=4K \
     --run "$PY $tmp/race.py \"\$uri\" 4096 3 4 9 $tmp/base16.raw"
 sed 's/^/# /' "$tmp/.out" | head -n 8
 check "base.vhd is unchanged (sha256)" test "$(sha256sum < base.vhd)" = "$sha_vhd"
@@ -310,14 +310,14 @@ print("%d of %d rounds went over the limit" % (over, rounds))
 sys.exit(1 if over else 0)
 EOF
 check "overlay-limit=1M: concurrent writes never exceed the limit" \
-  bash -c "nbdkit -U - --filter=$FILTER memory 8M overlay-limit=1M \
+  bash -c "nbdkit -U $(newsock) --filter=$FILTER memory 8M overlay-limit=1M \
     --run '$PY $tmp/limit.py \"\$uri\" 200' 2> $tmp/limit.err"
 tail -n 1 "$tmp/.out" | sed 's/^/# /'
 
 # For the record (not an assertion): the same client against nbdkit's
 # own cow filter with cow-on-read, which loses writes in 1.32.
 if nbdkit --filter=cow null --version > /dev/null 2>&1; then
-  nbdkit -U - --filter=cow file base.raw cow-on-read=true \
+  nbdkit -U "$(newsock)" --filter=cow file base.raw cow-on-read=true \
     --run "$PY $tmp/race.py \"\$uri\" 65536 2 4 10 $tmp/base.raw" > cow.out 2>&1
   echo "# note: nbdkit's cow filter, cow-on-read=true (exit $?):" \
     "$(grep '^blocks' cow.out)"

@@ -344,7 +344,7 @@ refused () {
   shift 2
   rm -f run-x.vhd.partial ran
   check_fails "refused: $desc" "$re" \
-    timeout 60 nbdkit -U - --filter="$FILTER" "$PLUGIN" golden.vhd "$@" \
+    timeout 60 nbdkit -U "$(newsock)" --filter="$FILTER" "$PLUGIN" golden.vhd "$@" \
       --run "touch $tmp/ran; timeout 10 nbdsh -u \"\$uri\" -c 'h.pwrite(b\"x\" * 512, 0)'"
   check "refused: $desc: no file created" \
     test ! -e run-x.vhd -a ! -e run-x.vhd.partial

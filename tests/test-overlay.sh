@@ -315,7 +315,7 @@ with open(sys.argv[1], "wb") as f:
 ' disk.raw $FSIZE
 cp disk.raw file.raw
 sha_disk=$(sha256sum < disk.raw)
-nbdkit -U - file disk.raw --run 'nbdinfo --map --json "$uri"' > plugin-map.json
+nbdkit -U "$(newsock)" file disk.raw --run 'nbdinfo --map --json "$uri"' > plugin-map.json
 
 cat > ops-file <<'EOF'
 w 64*K-1 3 21
@@ -351,7 +351,7 @@ check "file: disk.raw still unchanged" test "$(sha256sum < disk.raw)" = "$sha_di
 
 # 1000000 bytes: 1953 sectors and a 64-byte partial last one.
 truncate -s 1000000 mem.raw
-nbdkit -U - memory 1000000 --run 'nbdinfo --map --json "$uri"' > plugin-map.json
+nbdkit -U "$(newsock)" memory 1000000 --run 'nbdinfo --map --json "$uri"' > plugin-map.json
 cat > ops-mem <<'EOF'
 w 0 1 31
 w 64*K-1 2 32
@@ -517,7 +517,7 @@ check "overlay-dir=DIR: the overlay is an unlinked file in DIR" \
     "nbdsh -u \"\$uri\" -c 'h.pwrite(b\"x\" * 4096, 0)' && bash $tmp/fd.sh $tmp/ovdir"
 mkdir td
 check "without overlay-dir the overlay goes to \$TMPDIR" \
-  env TMPDIR="$tmp/td" nbdkit -U - --filter="$FILTER" memory 1M \
+  env TMPDIR="$tmp/td" nbdkit -U "$(newsock)" --filter="$FILTER" memory 1M \
     --run "bash $tmp/fd.sh $tmp/td"
 check "scope=connection: each connection's overlay is an unlinked file in DIR" \
   ovserve memory 1M overlay-dir="$tmp/ovdir" overlay-scope=connection -- \

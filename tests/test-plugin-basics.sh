@@ -18,11 +18,11 @@ grep -qx "vhd_version=$version" "$tmp/dump" &&
   { fail "--dump-plugin"; diag_file "$tmp/dump"; }
 
 check_fails "no file: clear error" 'file=<FILENAME>' \
-  nbdkit -U - "$PLUGIN" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" --run true
 check_fails "unknown parameter refused" "unknown parameter 'bogus'" \
-  nbdkit -U - "$PLUGIN" file=x.vhd bogus=1 --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" file=x.vhd bogus=1 --run true
 check_fails "missing file named" 'nosuch\.vhd: No such file' \
-  nbdkit -U - "$PLUGIN" "$tmp/nosuch.vhd" --run true
+  nbdkit -U "$(newsock)" "$PLUGIN" "$tmp/nosuch.vhd" --run true
 
 "$VHDTOOL" create -t dynamic "$tmp/base.vhd" 16M
 serve "$tmp/base.vhd" -- \

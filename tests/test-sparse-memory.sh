@@ -38,7 +38,7 @@ check "write into the top" write_at "$top" T $((1000 * 1024 ** 3 + 1024 ** 2))
 # perturbation of make check, which writes (so makes resident) every
 # malloc'd buffer, such as the writer's per-block arrays.
 env -u GLIBC_TUNABLES /usr/bin/time -o "$tmp/rss" -f %M \
-  nbdkit -U - "$PLUGIN" "$top" --run 'nbdinfo --size "$uri"' > "$tmp/size" 2>&1
+  nbdkit -U "$(newsock)" "$PLUGIN" "$top" --run 'nbdinfo --size "$uri"' > "$tmp/size" 2>&1
 rss=$(tail -n 1 "$tmp/rss")
 if [ "$(cat "$tmp/size")" = $((2040 * 1024 ** 3)) ] && [ "$rss" -lt 24576 ]; then
   pass "8 x 2040 GiB chain served with peak RSS ${rss} KiB (< 24 MiB)"
