@@ -115,6 +115,35 @@ check_same () {
   fi
 }
 
+# snap FILE...: remember the files' hashes; unchanged DESC: passes if
+# none of them changed since.
+snap () {
+  sha256sum "$@" > "$tmp/.snap"
+}
+unchanged () {
+  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
+    pass "$1"
+  else
+    fail "$1"
+    diag_file "$tmp/.sumout"
+  fi
+}
+
+# reads_as DESC EXPECTED ARGS...: nbdkit -r serving ARGS (the plugin's
+# arguments) shows exactly the raw file EXPECTED.
+reads_as () {
+  local desc=$1 exp=$2
+  shift 2
+  rm -f "$tmp/.read.raw"
+  if read_all "$tmp/.read.raw" "$@" > "$tmp/.out" 2>&1 &&
+     cmp "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
+    pass "$desc"
+  else
+    fail "$desc"
+    diag_file "$tmp/.out"
+  fi
+}
+
 done_testing () {
   echo "1..$_tap_n"
   [ "$_tap_failed" -eq 0 ]

@@ -68,16 +68,6 @@ sys.exit(0 if ok else 1)' "$d/$last.json" "$2" > "$tmp/.jc" 2>&1; then
   fi
 }
 
-snap () { sha256sum "$@" > "$tmp/.snap"; }
-unchanged () {
-  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
-    pass "$1: check modified no file"
-  else
-    fail "$1: check modified no file"
-    diag_file "$tmp/.sumout"
-  fi
-}
-
 # ------------------------------------------------------------ usage
 
 last=usage
@@ -111,7 +101,7 @@ jexpect "clean grandchild: JSON status clean, chain of 3, no problems" '
 grep -q "^  2  dynamic      $(re "$d/clean/dyn.vhd")\$" "$d/clean-grand.txt" &&
   pass "clean grandchild: text lists the chain" ||
   { fail "clean grandchild: text lists the chain"; diag_file "$d/clean-grand.txt"; }
-unchanged "clean vhdtool-made files"
+unchanged "clean vhdtool-made files: check modified no file"
 
 # Generator-made files with unusual but valid layouts.
 mkdir "$d/gen"
@@ -139,7 +129,7 @@ if $VHDGEN make "$d/gen/spec.json" "$d/gen" > "$d/gen/log" 2>&1; then
   chk gen-old "$d/gen/old.vhd"
   expect "generated 4-layer chain (fixed base, Windows layout, odd layout, 511-byte footer): clean" \
     0 '^no problems found$' "^  3  fixed +$(re "$d/gen/fixed.vhd")\$"
-  unchanged "generated chain"
+  unchanged "generated chain: check modified no file"
 else
   fail "vhdgen made the clean chain"
   diag_file "$d/gen/log"
@@ -153,7 +143,7 @@ for img in win10-dynamic win10-fixed dfvfs-ext2; do
     snap "$d/real/$img.vhd"
     chk "real-$img" "$d/real/$img.vhd"
     expect "real image $img.vhd: clean" 0 '^no problems found$'
-    unchanged "real image $img.vhd"
+    unchanged "real image $img.vhd: check modified no file"
   else
     skip "real image $img.vhd not found in $IMAGES"
   fi
@@ -183,7 +173,7 @@ chk junk-dir "$d/junk/dir.vhd"
 expect "a directory: exit 2" 2 "$(re "$d/junk/dir.vhd"): not a regular file or block device"
 chk junk-nosuch "$d/junk/nosuch.vhd"
 expect "nonexistent file: exit 2" 2 "nosuch\.vhd: No such file or directory"
-unchanged "files that cannot be checked"
+unchanged "files that cannot be checked: check modified no file"
 
 # ------------------------------------------------------------ fixtures
 
@@ -236,7 +226,7 @@ jexpect "missing parent: JSON status problems, one problem on the child" '
   j["status"] == "problems" and len(j["chain"]) == 1 and
   [(f, s) for f, s, _ in P] == [(E["C"] + "/child.vhd", "parent")] and
   P[0][2].startswith("parent not found")'
-unchanged "missing parent"
+unchanged "missing parent: check modified no file"
 
 fresh wrongid
 vp set-parent-id "$c/child.vhd" 0badc0de-0bad-4bad-8bad-0badc0de0bad
@@ -247,7 +237,7 @@ expect "wrong parent id: exit 1, [parent] parent id mismatch with both ids" 1 \
 jexpect "wrong parent id: the rest of the chain is still examined" '
   [l["file"] for l in j["chain"]] == [E["C"] + "/child.vhd", E["C"] + "/base.vhd"] and
   len(P) == 1'
-unchanged "wrong parent id"
+unchanged "wrong parent id: check modified no file"
 
 fresh size
 vp set-size "$c/child.vhd" 4194304
@@ -255,7 +245,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 chk size "$c/child.vhd"
 expect "size mismatch: exit 1, names both sizes" 1 \
   "\[parent\] size mismatch: the child is 4194304 bytes but its parent $(re "$c/base.vhd") is 8388608 bytes"
-unchanged "size mismatch"
+unchanged "size mismatch: check modified no file"
 
 mkdir "$d/self"
 "$VHDTOOL" create "$d/self/x.vhd" 8M && "$VHDTOOL" create -p "$d/self/x.vhd" "$d/self/y.vhd" &&
@@ -264,7 +254,7 @@ snap "$d/self/x.vhd"
 chk self "$d/self/x.vhd"
 expect "file that is its own parent: exit 1, [chain] parent loop" 1 \
   "\[chain\] parent loop: its parent $(re "$d/self/x.vhd") is already in the chain \(at depth 0\)"
-unchanged "self loop"
+unchanged "self loop: check modified no file"
 
 mkdir "$d/ab"
 "$VHDTOOL" create "$d/ab/a.vhd" 8M && "$VHDTOOL" create -p "$d/ab/a.vhd" "$d/ab/b.vhd" &&
@@ -274,7 +264,7 @@ snap "$d/ab/a.vhd" "$d/ab/b.vhd"
 chk ab "$d/ab/a.vhd"
 expect "A->B->A: exit 1, loop reported on B" 1 \
   "$(re "$d/ab/b.vhd"): \[chain\] parent loop: its parent $(re "$d/ab/a.vhd")"
-unchanged "A->B->A loop"
+unchanged "A->B->A loop: check modified no file"
 
 fresh junkparent
 head -c 65536 /dev/urandom > "$c/base.vhd"
@@ -282,7 +272,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 chk junkparent "$c/child.vhd"
 expect "parent replaced by junk: exit 1, the child's parent cannot be opened, and why" 1 \
   "$(re "$c/child.vhd"): \[parent\] its parent candidate $(re "$c/base.vhd") cannot be opened: not a VHD file"
-unchanged "parent replaced by junk"
+unchanged "parent replaced by junk: check modified no file"
 
 # ------------------------------------------------------------ checksums, footers
 
@@ -296,7 +286,7 @@ expect "bad footer checksum in the parent: exit 1, [footer] on the parent" 1 \
 jexpect "bad footer checksum: the parent's footer and footer copy, nothing else" '
   [(f, s) for f, s, _ in P] == [(E["C"] + "/base.vhd", "footer"),
                                (E["C"] + "/base.vhd", "footer copy")]'
-unchanged "bad footer checksum"
+unchanged "bad footer checksum: check modified no file"
 
 fresh hcsum
 vp flip "$c/child.vhd" $((512 + 800))
@@ -304,7 +294,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 chk hcsum "$c/child.vhd"
 expect "bad header checksum: exit 1, [dynamic header]" 1 \
   "$(re "$c/child.vhd"): \[dynamic header\] dynamic header checksum mismatch"
-unchanged "bad header checksum"
+unchanged "bad header checksum: check modified no file"
 
 fresh copy
 vp set-copy-timestamp "$c/base.vhd" 12345
@@ -312,7 +302,7 @@ snap "$c/base.vhd"
 chk copy "$c/base.vhd"
 expect "footer copy differing from the EOF footer: exit 1, [footer copy]" 1 \
   "\[footer copy\] footer copy at offset 0 differs from the footer at the end of the file"
-unchanged "footer copy mismatch"
+unchanged "footer copy mismatch: check modified no file"
 
 fresh nofooter
 truncate -s $((base_size - 100)) "$c/base.vhd"
@@ -320,7 +310,7 @@ snap "$c/base.vhd"
 chk nofooter "$c/base.vhd"
 expect "EOF footer cut: exit 1, [footer] no valid footer at end of file" 1 \
   "\[footer\] no valid footer at end of file$"
-unchanged "EOF footer cut"
+unchanged "EOF footer cut: check modified no file"
 
 fresh features
 vp set-features "$c/base.vhd" 0
@@ -328,7 +318,7 @@ snap "$c/base.vhd"
 chk features "$c/base.vhd"
 expect "footer features without the reserved bit: exit 1, [footer]" 1 \
   "\[footer\] footer: features 0x00000000 lack the reserved bit 0x2"
-unchanged "features"
+unchanged "features: check modified no file"
 
 fresh hdroff
 vp set-header-data-offset "$c/base.vhd" 0x1234
@@ -336,7 +326,7 @@ snap "$c/base.vhd"
 chk hdroff "$c/base.vhd"
 expect "header data offset not all ones: exit 1, [dynamic header]" 1 \
   "\[dynamic header\] dynamic header: data offset is 0x1234, not all ones"
-unchanged "header data offset"
+unchanged "header data offset: check modified no file"
 
 fresh badtype
 vp set-type "$c/base.vhd" 5
@@ -344,7 +334,7 @@ snap "$c/base.vhd"
 chk badtype "$c/base.vhd"
 expect "unsupported disk type: exit 1 (a VHD, but unusable)" 1 \
   "\[footer\] footer: unsupported disk type 5"
-unchanged "unsupported disk type"
+unchanged "unsupported disk type: check modified no file"
 
 mkdir "$d/tfixed"
 "$VHDTOOL" create -t fixed "$d/tfixed/f.vhd" 1M
@@ -353,7 +343,7 @@ snap "$d/tfixed/f.vhd"
 chk tfixed "$d/tfixed/f.vhd"
 expect "fixed disk larger than its file: exit 1, [file] truncated" 1 \
   "\[file\] truncated: fixed disk of 2097152 bytes but the footer is at offset 1048576"
-unchanged "truncated fixed disk"
+unchanged "truncated fixed disk: check modified no file"
 
 # ------------------------------------------------------------ truncation, BAT
 
@@ -364,7 +354,7 @@ chk tblock "$c/base.vhd"
 expect "base cut inside its last block: exit 1, BAT entry past the end and no EOF footer" 1 \
   "\[BAT\] BAT entry 2 \(sector $blk2\) points past the end of the file data" \
   "\[footer\] no valid footer at end of file"
-unchanged "base cut inside a block"
+unchanged "base cut inside a block: check modified no file"
 
 fresh tbat
 truncate -s $((1536 + 100)) "$c/base.vhd"
@@ -372,7 +362,7 @@ snap "$c/base.vhd"
 chk tbat "$c/base.vhd"
 expect "base cut inside the BAT: exit 1, [BAT] lies past the end" 1 \
   "\[BAT\] dynamic header: BAT at offset 1536 \(512 bytes\) lies past the end of the file"
-unchanged "base cut inside the BAT"
+unchanged "base cut inside the BAT: check modified no file"
 
 fresh thdr
 truncate -s 1000 "$c/base.vhd"
@@ -380,7 +370,7 @@ snap "$c/base.vhd"
 chk thdr "$c/base.vhd"
 expect "base cut inside the header: exit 1, [footer] header offset not inside" 1 \
   "\[footer\] footer: dynamic header offset 512 is not inside the file"
-unchanged "base cut inside the header"
+unchanged "base cut inside the header: check modified no file"
 
 fresh tloc
 truncate -s 2100 "$c/child.vhd"
@@ -388,7 +378,7 @@ snap "$c/child.vhd" "$c/base.vhd"
 chk tloc "$c/child.vhd"
 expect "child cut inside its locator data: exit 1, [parent locator]" 1 \
   "\[parent locator\] parent locator 0 \(W2ru\): data at offset 2048 \(512 bytes\) lies past the end of the file"
-unchanged "child cut inside its locators"
+unchanged "child cut inside its locators: check modified no file"
 
 # bat_case NAME DESC FILE ENTRY VALUE REGEX
 bat_case () {
@@ -397,7 +387,7 @@ bat_case () {
   snap "$c/base.vhd" "$c/child.vhd"
   chk "$1" "$c/$3"
   expect "$2: exit 1, [BAT]" 1 "$(re "$c/$3"): \[BAT\] $6"
-  unchanged "$2"
+  unchanged "$2: check modified no file"
 }
 bat_case batpast "BAT entry past EOF" base.vhd 1 0x00100000 \
   "BAT entry 1 \(sector 1048576\) points past the end of the file data \($((base_size - 512)) bytes\)"
@@ -420,7 +410,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 chk locbat "$c/child.vhd"
 expect "locator area over the BAT: exit 1, [parent locator] overlap" 1 \
   "\[parent locator\] parent locator 1: its reserved area \[1536, 2048\) overlaps the header or the BAT"
-unchanged "locator over the BAT"
+unchanged "locator over the BAT: check modified no file"
 
 # ------------------------------------------------------------ many problems
 
@@ -446,7 +436,7 @@ jexpect "five problems: JSON lists them with file and structure" '
                                (E["C"] + "/base.vhd", "dynamic header"),
                                (E["C"] + "/base.vhd", "BAT"),
                                (E["C"] + "/base.vhd", "BAT")]'
-unchanged "five problems"
+unchanged "five problems: check modified no file"
 
 # Problems in two files of one chain.
 fresh two
@@ -458,7 +448,7 @@ expect "problems in child and parent: all reported" 1 \
   "$(re "$c/child.vhd"): \[footer\] footer checksum mismatch" \
   "$(re "$c/child.vhd"): \[footer copy\] footer copy at offset 0 differs" \
   "$(re "$c/base.vhd"): \[BAT\] BAT entry 1 \(sector 1\) overlaps" '^3 problems found$'
-unchanged "problems in two files"
+unchanged "problems in two files: check modified no file"
 
 # ------------------------------------------------------------ real images
 
@@ -477,7 +467,7 @@ if [ -f "$IMAGES/dfvfs-image-chain/image.vhd.gz" ] &&
   chk real-diskpart "$d/real/fat-differential.vhd"
   expect "real diskpart child without its parent: parent not found" 1 \
     "\[parent\] parent not found .*C:\\\\Projects\\\\dfvfs\\\\test_data\\\\fat-parent\.vhd" '^1 problem found$'
-  unchanged "real images with problems"
+  unchanged "real images with problems: check modified no file"
 else
   skip "real images not found in $IMAGES"
 fi

@@ -16,15 +16,6 @@ for prog in qemu-img $PY sha256sum; do
 done
 d=$(cd "$tmp" && pwd -P)
 
-snap () { sha256sum "$@" > "$tmp/.snap"; }
-unchanged () {
-  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.sumout"
-  fi
-}
 
 # qemu_raw VHD RAW: what qemu-img reads from VHD, as a raw file.
 qemu_raw () {

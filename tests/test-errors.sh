@@ -28,19 +28,6 @@ re () {
 
 vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
 
-# snap FILE...: remember the files' hashes; unchanged DESC: compare.
-snap () {
-  sha256sum "$@" > "$tmp/.snap"
-}
-unchanged () {
-  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
-    pass "$1: no file modified"
-  else
-    fail "$1: no file modified"
-    diag_file "$tmp/.sumout"
-  fi
-}
-
 # startup_fails DESC REGEX ARGS...: nbdkit serving ARGS must fail at
 # startup (the --run command must never run) with output matching REGEX.
 startup_fails () {
@@ -64,19 +51,6 @@ out_has () {
   fi
 }
 
-# reads_as DESC EXPECTED ARGS...: nbdkit -r serving ARGS shows EXPECTED.
-reads_as () {
-  local desc=$1 exp=$2
-  shift 2
-  rm -f "$tmp/.read.raw"
-  if read_all "$tmp/.read.raw" "$@" > "$tmp/.out" 2>&1 &&
-     cmp "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
-    pass "$desc"
-  else
-    fail "$desc"
-    diag_file "$tmp/.out"
-  fi
-}
 
 # Daemons: start_daemon NAME ARGS... serves ARGS on $d/NAME.sock.
 daemons=()
@@ -151,7 +125,7 @@ fresh ok
 snap "$c/base.vhd" "$c/child.vhd"
 reads_as "pristine chain reads as modelled" "$CHILD_RAW" "$c/child.vhd"
 reads_as "pristine base reads as modelled" "$BASE_RAW" "$c/base.vhd"
-unchanged "pristine chain"
+unchanged "pristine chain: no file modified"
 
 # ------------------------------------------------------------ not a VHD
 
@@ -176,7 +150,7 @@ startup_fails "a directory: not a regular file" \
 startup_fails "nonexistent file" \
   "error: $(re "$d/junk/nosuch.vhd"): No such file or directory" \
   "$d/junk/nosuch.vhd"
-unchanged "not a VHD"
+unchanged "not a VHD: no file modified"
 [ ! -e "$d/junk/nosuch.vhd" ] && pass "nonexistent file was not created" ||
   fail "nonexistent file was not created"
 
@@ -204,7 +178,7 @@ check_fails "missing parent: hints at parent= / parent-dir=" \
 startup_fails "missing parent: parent-dir= without it is listed as tried" \
   "parent not found.*tried: .*$(re "$c/empty/base.vhd")" \
   "$c/moved/child.vhd" parent-dir="$c/empty"
-unchanged "missing parent"
+unchanged "missing parent: no file modified"
 
 # The parent exists elsewhere, under another name: parent= finds it.
 fresh parentopt
@@ -224,7 +198,7 @@ else
   fail "relative parent= path works"
   diag_file "$tmp/.out"
 fi
-unchanged "parent="
+unchanged "parent=: no file modified"
 
 # The parent keeps its name but lives in another directory.
 fresh parentdir
@@ -235,7 +209,7 @@ startup_fails "parent moved: not found without parent-dir=" \
   "error: $(re "$c/child.vhd"): parent not found" "$c/child.vhd"
 reads_as "parent-dir= finds the moved parent: chain reads as modelled" \
   "$CHILD_RAW" "$c/child.vhd" parent-dir="$c/nowhere" parent-dir="$c/store"
-unchanged "parent-dir="
+unchanged "parent-dir=: no file modified"
 
 # A parent= that is a different VHD than the child's parent, and no
 # other candidate: id mismatch naming that file.
@@ -247,7 +221,7 @@ snap "$c/child.vhd" "$c/other.vhd"
 startup_fails "parent= of a different disk: id mismatch naming both" \
   "error: $(re "$c/child.vhd"): parent id mismatch: the child expects parent id $base_id, but $(re "$c/other.vhd") has id $other_id" \
   "$c/child.vhd" parent="$c/other.vhd"
-unchanged "parent= of a different disk"
+unchanged "parent= of a different disk: no file modified"
 
 # ------------------------------------------------------------ wrong parent id
 
@@ -271,7 +245,7 @@ else
   fail "wrong parent id: ignore-id-mismatch=true warns with both ids"
   diag_file "$tmp/.out"
 fi
-unchanged "wrong parent id"
+unchanged "wrong parent id: no file modified"
 
 # ------------------------------------------------------------ size mismatch
 
@@ -281,7 +255,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 startup_fails "child/parent size mismatch: names both files and sizes" \
   "error: $(re "$c/child.vhd"): size mismatch: the child is 4194304 bytes but its parent $(re "$c/base.vhd") is 8388608 bytes" \
   "$c/child.vhd"
-unchanged "size mismatch"
+unchanged "size mismatch: no file modified"
 
 # ------------------------------------------------------------ loops
 
@@ -296,7 +270,7 @@ snap "$d/self/x.vhd"
 startup_fails "file that is its own parent: parent loop" \
   "error: $(re "$d/self/x.vhd"): parent loop: its parent $(re "$d/self/x.vhd") is already in the chain \(at depth 0\)" \
   "$d/self/x.vhd"
-unchanged "self-parent loop"
+unchanged "self-parent loop: no file modified"
 
 # A -> B -> A: a.vhd is a child of b.vhd, b.vhd a child of a.vhd.
 mkdir "$d/ab"
@@ -314,7 +288,7 @@ startup_fails "A->B->A from B: parent loop naming A and B" \
   "$d/ab/b.vhd"
 startup_fails "A->B->A with a large max-depth: still a loop, not a depth error" \
   "parent loop" "$d/ab/a.vhd" max-depth=100000
-unchanged "A->B->A loop"
+unchanged "A->B->A loop: no file modified"
 
 # ------------------------------------------------------------ depth
 
@@ -338,7 +312,7 @@ reads_as "3-layer chain with max-depth=3 opens" "$tmp/zero4m.raw" \
   "$d/deep/c2.vhd" max-depth=3
 startup_fails "max-depth=0 is refused" "max-depth must be at least 1" \
   "$d/deep/c3.vhd" max-depth=0
-unchanged "depth"
+unchanged "depth: no file modified"
 
 # ------------------------------------------------------------ checksums
 
@@ -359,7 +333,7 @@ grep -q "footer checksum mismatch.*ignored" "$tmp/.out" &&
   fail "bad footer checksum: ignore-checksums=true warns"
 reads_as "bad footer checksum in the parent: ignore-checksums=true opens the chain" \
   "$CHILD_RAW" "$c/child.vhd" ignore-checksums=true
-unchanged "bad footer checksum"
+unchanged "bad footer checksum: no file modified"
 
 fresh hcsum
 vp flip "$c/base.vhd" $((512 + 800))  # a reserved byte of the header
@@ -369,7 +343,7 @@ startup_fails "bad header checksum: names the file, says header checksum" \
   "$c/base.vhd"
 reads_as "bad header checksum: ignore-checksums=true opens it" \
   "$BASE_RAW" "$c/base.vhd" ignore-checksums=true
-unchanged "bad header checksum"
+unchanged "bad header checksum: no file modified"
 
 fresh ccsum
 vp flip "$c/child.vhd" $((512 + 800))
@@ -379,7 +353,7 @@ startup_fails "bad header checksum in the child of a chain" \
   "$c/child.vhd"
 reads_as "bad child header checksum: ignore-checksums=true opens the chain" \
   "$CHILD_RAW" "$c/child.vhd" ignore-checksums=true
-unchanged "bad child header checksum"
+unchanged "bad child header checksum: no file modified"
 
 # ------------------------------------------------------------ truncation
 
@@ -398,7 +372,7 @@ trunc_case () {
   snap "$c/base.vhd"
   startup_fails "base cut at $2 ($1)" "error: $(re "$c/base.vhd"): $3" \
     "$c/base.vhd"
-  unchanged "base cut at $2 ($1)"
+  unchanged "base cut at $2 ($1): no file modified"
 }
 trunc_case "inside the last block" $((blk2 * 512 + 512 + 1000)) \
   "BAT entry 2 \(sector $blk2\) points past the end of the file data"
@@ -424,7 +398,7 @@ reads_as "base cut inside the EOF footer: copy at 0 used, data intact" \
 grep -q "$(re "$c/base.vhd"): no valid footer at end of file, using the copy at offset 0" \
   "$tmp/.out" && pass "base cut inside the EOF footer: warns" ||
   { fail "base cut inside the EOF footer: warns"; diag_file "$tmp/.out"; }
-unchanged "base cut inside the EOF footer (read-only)"
+unchanged "base cut inside the EOF footer (read-only): no file modified"
 
 # ... and the same cut in a fixed disk (no copy at 0) is fatal.
 mkdir "$d/tfixed"
@@ -434,7 +408,7 @@ snap "$d/tfixed/f.vhd"
 startup_fails "fixed disk cut inside its footer: not a VHD" \
   "error: $(re "$d/tfixed/f.vhd"): not a VHD file: no 'conectix' footer cookie" \
   "$d/tfixed/f.vhd"
-unchanged "fixed disk cut inside its footer"
+unchanged "fixed disk cut inside its footer: no file modified"
 
 # A fixed disk whose footer claims more data than the file holds.
 mkdir "$d/tfixed2"
@@ -444,7 +418,7 @@ snap "$d/tfixed2/f.vhd"
 startup_fails "fixed disk larger than its file: truncated" \
   "error: $(re "$d/tfixed2/f.vhd"): truncated: fixed disk of 2097152 bytes but the footer is at offset 1048576" \
   "$d/tfixed2/f.vhd"
-unchanged "fixed disk larger than its file"
+unchanged "fixed disk larger than its file: no file modified"
 
 # A differencing child cut inside its locator data.
 fresh trunc-loc
@@ -453,7 +427,7 @@ snap "$c/child.vhd" "$c/base.vhd"
 startup_fails "child cut inside its locator data" \
   "error: $(re "$c/child.vhd"): parent locator 0 \(W2ru\): data at offset 2048 \(512 bytes\) lies past the end of the file" \
   "$c/child.vhd"
-unchanged "child cut inside its locator data"
+unchanged "child cut inside its locator data: no file modified"
 
 # ------------------------------------------------------------ bad BAT entries
 
@@ -463,7 +437,7 @@ snap "$c/base.vhd"
 startup_fails "BAT entry past EOF" \
   "error: $(re "$c/base.vhd"): BAT entry 1 \(sector 1048576\) points past the end of the file data \($((base_size - 512)) bytes\)" \
   "$c/base.vhd"
-unchanged "BAT entry past EOF"
+unchanged "BAT entry past EOF: no file modified"
 
 fresh batpast2
 vp set-bat "$c/base.vhd" 3 0xfffffffe
@@ -471,7 +445,7 @@ snap "$c/base.vhd"
 startup_fails "BAT entry 0xfffffffe (near the 32-bit limit)" \
   "error: $(re "$c/base.vhd"): BAT entry 3 \(sector 4294967294\) points past the end" \
   "$c/base.vhd"
-unchanged "BAT entry 0xfffffffe"
+unchanged "BAT entry 0xfffffffe: no file modified"
 
 fresh bathdr
 vp set-bat "$c/base.vhd" 1 1
@@ -479,7 +453,7 @@ snap "$c/base.vhd"
 startup_fails "BAT entry pointing into the dynamic header" \
   "error: $(re "$c/base.vhd"): BAT entry 1 \(sector 1\) overlaps the header or the BAT" \
   "$c/base.vhd"
-unchanged "BAT entry into the header"
+unchanged "BAT entry into the header: no file modified"
 
 fresh batfooter
 vp set-bat "$c/base.vhd" 1 0
@@ -487,7 +461,7 @@ snap "$c/base.vhd"
 startup_fails "BAT entry pointing at sector 0 (the footer copy)" \
   "error: $(re "$c/base.vhd"): BAT entry 1 \(sector 0\) overlaps the header or the BAT" \
   "$c/base.vhd"
-unchanged "BAT entry at sector 0"
+unchanged "BAT entry at sector 0: no file modified"
 
 fresh batbat
 vp set-bat "$c/base.vhd" 1 3
@@ -495,7 +469,7 @@ snap "$c/base.vhd"
 startup_fails "BAT entry pointing into the BAT" \
   "error: $(re "$c/base.vhd"): BAT entry 1 \(sector 3\) overlaps the header or the BAT" \
   "$c/base.vhd"
-unchanged "BAT entry into the BAT"
+unchanged "BAT entry into the BAT: no file modified"
 
 fresh batdup
 vp set-bat "$c/base.vhd" 1 "$(vp bat "$c/base.vhd" 0)"
@@ -503,7 +477,7 @@ snap "$c/base.vhd"
 startup_fails "two BAT entries sharing a block" \
   "error: $(re "$c/base.vhd"): BAT: blocks at sectors 4 and 4 overlap" \
   "$c/base.vhd"
-unchanged "two BAT entries sharing a block"
+unchanged "two BAT entries sharing a block: no file modified"
 
 fresh batloc
 vp set-bat "$c/child.vhd" 3 4     # sector 4 = offset 2048 = W2ru data
@@ -511,7 +485,7 @@ snap "$c/base.vhd" "$c/child.vhd"
 startup_fails "child BAT entry pointing into its parent locator" \
   "error: $(re "$c/child.vhd"): BAT entry 3 \(sector 4\) overlaps parent locator 0" \
   "$c/child.vhd"
-unchanged "child BAT entry into a locator"
+unchanged "child BAT entry into a locator: no file modified"
 
 # A corrupt parent found by the locator: the child names it.
 fresh badparent
@@ -521,7 +495,7 @@ startup_fails "parent replaced by junk: the parent is not a VHD" \
   "error: $(re "$c/base.vhd"): not a VHD file" "$c/child.vhd"
 out_has "parent replaced by junk: the child says its parent cannot be opened" \
   "error: $(re "$c/child.vhd"): its parent candidate $(re "$c/base.vhd") cannot be opened"
-unchanged "parent replaced by junk"
+unchanged "parent replaced by junk: no file modified"
 
 # ------------------------------------------------------------ real images
 
@@ -562,7 +536,7 @@ if [ -f "$IMAGES/dfvfs-image-chain/image.vhd.gz" ] &&
     "tried: .*$(re "$d/real/fat-parent.vhd")"
   out_has "real diskpart child: tried the W2ku path without the drive letter" \
     "tried: .*/Projects/dfvfs/test_data/fat-parent\.vhd"
-  unchanged "real images"
+  unchanged "real images: no file modified"
 else
   skip "real images not found in $IMAGES"
 fi
@@ -610,7 +584,7 @@ else
   fail "the parent's lock message names the live daemon ($lock_pid)"
   diag_file "$tmp/.out"
 fi
-unchanged "parent of a served chain"
+unchanged "parent of a served chain: no file modified"
 
 # The daemon really wrote (the write lock was taken for a reason) and
 # releases its locks when it exits.
@@ -645,7 +619,7 @@ check "nbdcopy reads the relative-path daemon" \
 check_same "relative-path daemon serves the chain as modelled" \
   "$tmp/rel.raw" "$CHILD_RAW"
 stop_daemon rel
-unchanged "relative-path daemon (read only)"
+unchanged "relative-path daemon (read only): no file modified"
 
 # Relative parent-dir= in daemon mode, and a write through it (the top
 # file is reopened for writing after the chdir).

@@ -66,16 +66,7 @@ copy_chain () {
 
 # shows DESC FILE: the plugin serves FILE's chain as the chain's model.
 shows () {
-  local dir
-  dir=$(dirname "$2")
-  rm -f "$tmp/.read.raw"
-  if read_all "$tmp/.read.raw" "$2" > "$tmp/.out" 2>&1 &&
-     cmp "$tmp/.read.raw" "$dir/expected.raw" >> "$tmp/.out" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.out"
-  fi
+  reads_as "$1" "$(dirname "$2")/expected.raw" "$2"
 }
 
 # files_are DESC DIR NAMES: the .vhd and journal files in DIR are NAMES.
@@ -85,15 +76,6 @@ files_are () {
   [ "$got" = "$3 " ] && pass "$1" || fail "$1 (files: $got, wanted $3)"
 }
 
-snap () { sha256sum "$@" > "$tmp/.snap"; }
-unchanged () {
-  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.sumout"
-  fi
-}
 
 # merge_ok DESC DIR ARGS...: run merge in DIR, expect exit 0.
 merge_ok () {

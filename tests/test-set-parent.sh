@@ -21,15 +21,6 @@ d=$(cd "$tmp" && pwd -P)
 re () {
   printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
 }
-snap () { sha256sum "$@" > "$tmp/.snap"; }
-unchanged () {
-  if sha256sum --quiet -c "$tmp/.snap" > "$tmp/.sumout" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.sumout"
-  fi
-}
 # winpath PATH: PATH with backslashes, as the W2ku locator holds it.
 winpath () { printf '%s' "$1" | tr / '\\'; }
 
@@ -52,17 +43,6 @@ sys.exit(0 if ok else 1)' "$tmp/.dump" "$3" > "$tmp/.jc" 2>&1; then
   fi
 }
 
-# reads_as DESC EXPECTED FILE: the plugin serves FILE's chain as EXPECTED.
-reads_as () {
-  rm -f "$tmp/.read.raw"
-  if read_all "$tmp/.read.raw" "$3" > "$tmp/.out" 2>&1 &&
-     cmp "$tmp/.read.raw" "$2" >> "$tmp/.out" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.out"
-  fi
-}
 
 # The fixture: base with data, child with data over it, locators
 # W2ru .\base.vhd and a W2ku from another machine.
