@@ -115,6 +115,14 @@ check_same () {
   fi
 }
 
+# re STRING: STRING quoted for use inside an extended regex.
+re () {
+  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
+}
+
+# vp ARGS...: tests/vhdpatch.py, the VHD field patcher.
+vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
+
 # snap FILE...: remember the files' hashes; unchanged DESC: passes if
 # none of them changed since.
 snap () {

@@ -14,13 +14,6 @@ command -v $PY > /dev/null || skip_all "python3 not installed"
 
 d=$(cd "$tmp" && pwd -P)
 
-re () {
-  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
-}
-
-
-vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
-
 # chk NAME FILE: run check (text) and check --json on FILE; outputs in
 # $d/NAME.txt, $d/NAME.json (stderr in .err); statuses in $rc, $jrc.
 chk () {

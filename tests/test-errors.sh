@@ -20,14 +20,6 @@ d=$(cd "$tmp" && pwd -P)
 
 # ------------------------------------------------------------ helpers
 
-# re STRING: STRING quoted for use inside an extended regex.
-re () {
-  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
-}
-
-
-vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
-
 # startup_fails DESC REGEX ARGS...: nbdkit serving ARGS must fail at
 # startup (the --run command must never run) with output matching REGEX.
 startup_fails () {
@@ -50,7 +42,6 @@ out_has () {
     diag_file "$tmp/.out"
   fi
 }
-
 
 # Daemons: start_daemon NAME ARGS... serves ARGS on $d/NAME.sock.
 daemons=()

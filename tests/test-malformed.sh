@@ -233,10 +233,6 @@ declare -A want=(
 )
 trunc_re="not a VHD file|is not inside the file|lies past the end of the file|points past the end of the file"
 
-re () {
-  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
-}
-
 n=0
 while IFS=$'\t' read -r name file damaged; do
   n=$((n + 1))

@@ -18,9 +18,6 @@ for prog in nbdcopy $PY sha256sum; do
 done
 d=$(cd "$tmp" && pwd -P)
 
-re () {
-  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
-}
 # winpath PATH: PATH with backslashes, as the W2ku locator holds it.
 winpath () { printf '%s' "$1" | tr / '\\'; }
 
@@ -42,7 +39,6 @@ sys.exit(0 if ok else 1)' "$tmp/.dump" "$3" > "$tmp/.jc" 2>&1; then
     diag_file "$tmp/.jc"
   fi
 }
-
 
 # The fixture: base with data, child with data over it, locators
 # W2ru .\base.vhd and a W2ku from another machine.

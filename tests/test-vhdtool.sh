@@ -15,10 +15,6 @@ command -v /usr/bin/python3 > /dev/null || skip_all "python3 not installed"
 d=$(cd "$tmp" && pwd -P)
 PY=/usr/bin/python3
 
-re () {
-  printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'
-}
-
 # run_tool OUT CMD...: run, stdout to OUT, stderr to OUT.err, set $rc.
 run_tool () {
   local out=$1
