@@ -17,6 +17,8 @@ export PATH="/usr/bin:$PATH"
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
+# The tests' Python helpers (nbdaio.py) import from tests/.
+export PYTHONPATH="$top_srcdir/tests${PYTHONPATH:+:$PYTHONPATH}"
 PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
 VHDTOOL="$top_builddir/tools/vhdtool"
 FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"

@@ -87,7 +87,7 @@ check "the parent file is unchanged" test "$(sha256sum < base.vhd)" = "$sha_base
 # aio.py URI MODEL SEED NCONN LO HI ROUNDS: see the top of this file.
 # MODEL holds the expected content before and is updated after.
 cat > aio.py <<'EOF'
-import nbd, random, select, sys
+import nbd, nbdaio, random, sys
 uri, model = sys.argv[1], sys.argv[2]
 seed, nconn, lo, hi, rounds = map(int, sys.argv[3:8])
 rng = random.Random(seed)
@@ -136,23 +136,7 @@ def run(queue):
                 h.aio_pread(buf, a[0], completion=rdone)
             elif kind == "f":
                 h.aio_flush(completion=done)
-    while True:
-        for i in range(len(hs)):
-            submit(i)
-        busy = [h for h in hs if h.aio_in_flight() > 0]
-        peak = max(peak, sum(h.aio_in_flight() for h in busy))
-        if not busy:
-            break
-        r, w = [], []
-        for h in busy:
-            d = h.aio_get_direction()
-            if d & nbd.AIO_DIRECTION_READ: r.append(h.aio_get_fd())
-            if d & nbd.AIO_DIRECTION_WRITE: w.append(h.aio_get_fd())
-        rr, ww, _ = select.select(r, w, [], 10)
-        for h in busy:
-            fd = h.aio_get_fd()
-            if fd in rr: h.aio_notify_read()
-            if fd in ww: h.aio_notify_write()
+    peak = max(peak, nbdaio.drive(hs, submit))
 
 for rnd in range(rounds):
     # Split [lo, hi) into adjacent pieces, most shorter than a sector.

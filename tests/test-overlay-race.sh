@@ -46,7 +46,7 @@ cd "$tmp"
 # Prints the number of lost writes; exits 1 if any write was lost or a
 # read saw impossible data.
 cat > race.py <<'EOF'
-import nbd, random, select, sys
+import nbd, nbdaio, random, sys
 uri = sys.argv[1]
 BS, nconn, rounds, seed = map(int, sys.argv[2:6])
 model = bytearray(open(sys.argv[6], "rb").read())
@@ -97,23 +97,7 @@ def run(queue):
                 keep.append(buf)
                 results.append((off, n, buf))
                 h.aio_pread(buf, off, completion=done)
-    while True:
-        for i in range(len(hs)):
-            submit(i)
-        busy = [h for h in hs if h.aio_in_flight() > 0]
-        peak = max(peak, sum(h.aio_in_flight() for h in busy))
-        if not busy:
-            break
-        r, w = [], []
-        for h in busy:
-            d = h.aio_get_direction()
-            if d & nbd.AIO_DIRECTION_READ: r.append(h.aio_get_fd())
-            if d & nbd.AIO_DIRECTION_WRITE: w.append(h.aio_get_fd())
-        rr, ww, _ = select.select(r, w, [], 10)
-        for h in busy:
-            fd = h.aio_get_fd()
-            if fd in rr: h.aio_notify_read()
-            if fd in ww: h.aio_notify_write()
+    peak = max(peak, nbdaio.drive(hs, submit))
     return results
 
 def conn():
