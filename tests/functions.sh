@@ -125,6 +125,31 @@ re () {
 # vp ARGS...: tests/vhdpatch.py, the VHD field patcher.
 vp () { /usr/bin/python3 "$top_srcdir/tests/vhdpatch.py" "$@"; }
 
+# fixture_chain DIR: the two-layer chain several tests start from, made
+# in DIR by the independent writer (tests/vhdgen.py): a dynamic base.vhd
+# (8 MiB, 2 MiB blocks) with data in blocks 0 and 2, and a differencing
+# child.vhd with data in blocks 0 and 3 whose locators are W2ru
+# ".\base.vhd" and a W2ku path that does not exist here.  DIR/base.raw
+# is the base's guest view.  Bails out if the chain cannot be made.
+fixture_chain () {
+  mkdir -p "$1"
+  cat > "$1.spec.json" <<'EOF'
+{ "size": 8388608, "seed": 3, "layers": [
+  { "file": "base.vhd", "type": "dynamic",
+    "writes": [[0, 65536], [4198400, 8192]], "expected": "base.raw" },
+  { "file": "child.vhd", "type": "differencing",
+    "writes": [[4096, 4096], [6295552, 4096]],
+    "locators": [ { "code": "W2ru", "path": ".\\base.vhd" },
+                  { "code": "W2ku", "path": "C:\\images\\old\\base.vhd" } ] }
+] }
+EOF
+  $VHDGEN make "$1.spec.json" "$1" > "$1.log" 2>&1 || {
+    cat "$1.log"
+    echo "Bail out! vhdgen could not make the fixture chain in $1"
+    exit 1
+  }
+}
+
 # snap FILE...: remember the files' hashes; unchanged DESC: passes if
 # none of them changed since.
 snap () {

@@ -170,25 +170,9 @@ unchanged "files that cannot be checked: check modified no file"
 
 # ------------------------------------------------------------ fixtures
 
-# A dynamic base with data in blocks 0 and 2 and a differencing child
-# with data in blocks 0 and 3, locators W2ru ".\base.vhd" and a W2ku
-# that does not exist here (as in the plugin's error tests).
-mkdir "$d/fx"
-cat > "$d/fx/spec.json" <<'EOF'
-{ "size": 8388608, "seed": 3, "layers": [
-  { "file": "base.vhd", "type": "dynamic",
-    "writes": [[0, 65536], [4198400, 8192]] },
-  { "file": "child.vhd", "type": "differencing",
-    "writes": [[4096, 4096], [6295552, 4096]],
-    "locators": [ { "code": "W2ru", "path": ".\\base.vhd" },
-                  { "code": "W2ku", "path": "C:\\images\\old\\base.vhd" } ] }
-] }
-EOF
-$VHDGEN make "$d/fx/spec.json" "$d/fx" > "$d/fx/log" 2>&1 || {
-  cat "$d/fx/log"
-  echo "Bail out! vhdgen could not make the fixtures"
-  exit 1
-}
+# The shared fixture chain (functions.sh), as in the plugin's error
+# tests.
+fixture_chain "$d/fx"
 base_id=$(vp uid "$d/fx/base.vhd")
 base_size=$(stat -c %s "$d/fx/base.vhd")
 blk2=$($PY -c 'import json,sys

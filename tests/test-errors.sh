@@ -79,26 +79,9 @@ cleanup_fn stop_all_daemons
 
 # ------------------------------------------------------------ fixtures
 
-# A dynamic base with data in blocks 0 and 2, and a differencing child
-# with data in blocks 0 and 3 whose locators are W2ru ".\base.vhd" and a
-# W2ku path that does not exist here.  Written by the independent test
-# oracle, which also gives the guest view of each chain.
-mkdir "$d/gen"
-cat > "$d/gen/spec.json" <<'EOF'
-{ "size": 8388608, "seed": 3, "layers": [
-  { "file": "base.vhd", "type": "dynamic",
-    "writes": [[0, 65536], [4198400, 8192]], "expected": "base.raw" },
-  { "file": "child.vhd", "type": "differencing",
-    "writes": [[4096, 4096], [6295552, 4096]],
-    "locators": [ { "code": "W2ru", "path": ".\\base.vhd" },
-                  { "code": "W2ku", "path": "C:\\images\\old\\base.vhd" } ] }
-] }
-EOF
-$VHDGEN make "$d/gen/spec.json" "$d/gen/out" > "$d/gen/log" 2>&1 || {
-  cat "$d/gen/log"
-  echo "Bail out! vhdgen could not make the fixtures"
-  exit 1
-}
+# The shared fixture chain (functions.sh), written by the independent
+# test oracle, which also gives the guest view of each chain.
+fixture_chain "$d/gen/out"
 BASE_RAW=$d/gen/out/base.raw
 CHILD_RAW=$d/gen/out/expected.raw
 base_id=$(vp uid "$d/gen/out/base.vhd")

@@ -27,21 +27,7 @@ done
 d=$(cd "$tmp" && pwd -P)
 limit=${MALFORMED_TIME_LIMIT:-$([ -n "$SANITIZERS" ] && echo 5000 || echo 1000)}
 
-cat > "$d/spec.json" <<'EOS'
-{ "size": 8388608, "seed": 3, "layers": [
-  { "file": "base.vhd", "type": "dynamic",
-    "writes": [[0, 65536], [4198400, 8192]], "expected": "base.raw" },
-  { "file": "child.vhd", "type": "differencing",
-    "writes": [[4096, 4096], [6295552, 4096]],
-    "locators": [ { "code": "W2ru", "path": ".\\base.vhd" },
-                  { "code": "W2ku", "path": "C:\\images\\old\\base.vhd" } ] }
-] }
-EOS
-$VHDGEN make "$d/spec.json" "$d/gen" > "$d/gen.log" 2>&1 || {
-  cat "$d/gen.log"
-  echo "Bail out! vhdgen could not make the pristine chain"
-  exit 1
-}
+fixture_chain "$d/gen"
 
 cat > "$d/mk.py" <<'EOS'
 # mk.py GENOUT DIR TESTSDIR: make the malformed cases from vhdgen's base.vhd and
