@@ -31,6 +31,17 @@ data = open(sys.argv[1], "rb").read(); bs = int(sys.argv[2])
 print(sum(1 for i in range(0, len(data), bs) if any(data[i:i + bs])))' "$1" "$2"
 }
 
+# generated_case NAME TOP: make the chain $d/NAME from the vhdgen spec
+# $d/NAME.json, then convert_case it.
+generated_case () {
+  if $VHDGEN make "$d/$1.json" "$d/$1" > "$tmp/.gen" 2>&1; then
+    convert_case "$1" "$2"
+  else
+    fail "vhdgen: $1"
+    diag_file "$tmp/.gen"
+  fi
+}
+
 # convert_case NAME TOP: convert the chain in $d/NAME (made by vhdgen)
 # to every type and compare with expected.raw.
 convert_case () {
@@ -109,12 +120,7 @@ cat > "$d/mixed.json" <<EOF
                [9000000, 70000], [$((size - 512)), 512]] }
 ] }
 EOF
-if $VHDGEN make "$d/mixed.json" "$d/mixed" > "$tmp/.gen" 2>&1; then
-  convert_case mixed top.vhd
-else
-  fail "vhdgen: mixed"
-  diag_file "$tmp/.gen"
-fi
+generated_case mixed top.vhd
 
 # 2. Dynamic base whose allocated blocks carry stale bytes under clear
 #    bits (must read as zeros), odd block order, two differencing layers.
@@ -129,12 +135,7 @@ cat > "$d/dyn.json" <<EOF
     "writes": [[4096, 8192], [6500000, 10000], [11500000, 512, 0]] }
 ] }
 EOF
-if $VHDGEN make "$d/dyn.json" "$d/dyn" > "$tmp/.gen" 2>&1; then
-  convert_case dyn c2.vhd
-else
-  fail "vhdgen: dyn"
-  diag_file "$tmp/.gen"
-fi
+generated_case dyn c2.vhd
 
 # The dynamic output read through libvhdi's FUSE mount too.
 if command -v vhdimount > /dev/null && [ -c /dev/fuse ] && [ -f "$d/dyn/out-dynamic" ]; then
