@@ -445,7 +445,11 @@ count_new_data (struct store *s, uint64_t s0, uint64_t s1)
 }
 
 /* Make sure every block that will get per-sector bits has them, before
- * anything is written, so running out of memory changes nothing. */
+ * anything is written, so running out of memory changes nothing.
+ * Sectors [s0, s1) are marked as data when data is set, else as zero;
+ * only a block that the zeroed sectors cover entirely can do without
+ * bitmaps (it becomes ZERO_BLOCK).  Partial edge sectors are always
+ * marked as data (store_write), so they are prepared separately. */
 static int
 prepare_blocks (struct store *s, uint64_t s0, uint64_t s1, bool data)
 {
@@ -586,7 +590,11 @@ store_write (struct store *s, const void *buf, uint32_t count,
   if (count == 0)
     return 0;
   lock_blocks (s, first, last, true);
-  if (prepare_blocks (s, a0 / SECTOR, a1 / SECTOR, !zero) == -1) {
+  /* The partial first and last sectors are patched and hold data even
+   * for a zero request; only the whole sectors between follow !zero. */
+  if ((a0 < m0 && prepare_blocks (s, a0 / SECTOR, a0 / SECTOR + 1, true) == -1) ||
+      (m1 < end && prepare_blocks (s, m1 / SECTOR, m1 / SECTOR + 1, true) == -1) ||
+      (m0 < m1 && prepare_blocks (s, m0 / SECTOR, m1 / SECTOR, !zero) == -1)) {
     *err = ENOMEM;
     nbdkit_error ("overlay: out of memory");
     goto out;
@@ -595,9 +603,16 @@ store_write (struct store *s, const void *buf, uint32_t count,
   /* Reserve the new data before writing anything: requests on other
    * stripes run concurrently, so the check and the reservation must be
    * one atomic step. */
-  if (!zero && s->limit) {
-    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR);
-    uint64_t have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
+  if (s->limit) {
+    uint64_t add = 0, have;
+
+    if (!zero && m0 < m1)
+      add += count_new_data (s, m0 / SECTOR, m1 / SECTOR);
+    if (a0 < m0)                /* partial first sector */
+      add += count_new_data (s, a0 / SECTOR, a0 / SECTOR + 1);
+    if (m1 < end && m1 >= m0)   /* partial last sector, if another one */
+      add += count_new_data (s, m1 / SECTOR, m1 / SECTOR + 1);
+    have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
 
     do {
       if ((have + add) * SECTOR > s->limit) {

@@ -237,9 +237,11 @@ int vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset);
 /* Makes every completed write durable. */
 int vhd_chain_flush (struct vhd_chain *c);
 
-/* Extents: calls fn for consecutive ranges covering at least
- * [offset, offset+count), each either data or zero/unallocated.  The
- * layer argument is the index of the layer supplying data, -1 for zero. */
+/* Extents: calls fn for consecutive ranges covering exactly
+ * [offset, offset+count) (clipped to the disk), each either data or
+ * zero/unallocated, adjacent ranges of the same layer merged.  The
+ * layer argument is the index of the layer supplying data, -1 for zero.
+ * fn returns 0 to go on, 1 to stop early (success), -1 on error. */
 typedef int (*vhd_extent_fn) (void *opaque, uint64_t offset, uint64_t len,
                               int layer);
 int vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,

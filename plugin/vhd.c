@@ -285,23 +285,32 @@ vhd_flush (void *handle, uint32_t flags)
   return vhd_chain_flush (chain);
 }
 
+struct extents_ctx {
+  struct nbdkit_extents *out;
+  bool req_one;
+};
+
 static int
 add_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
 {
-  return nbdkit_add_extent (opaque, offset, len,
-                            layer < 0 ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO
-                                      : 0);
+  struct extents_ctx *x = opaque;
+
+  if (nbdkit_add_extent (x->out, offset, len,
+                         layer < 0 ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO
+                                   : 0) == -1)
+    return -1;
+  /* REQ_ONE: the first extent, whole, is the answer (cutting it short
+   * would make qemu-img map step through an empty disk byte by byte). */
+  return x->req_one ? 1 : 0;
 }
 
 static int
 vhd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
              struct nbdkit_extents *extents)
 {
-  /* REQ_ONE: the first block answers it; the rest is a bonus nbdkit
-   * trims, so stop after one block's worth. */
-  if (flags & NBDKIT_FLAG_REQ_ONE)
-    count = 1;
-  return vhd_chain_extents (chain, offset, count, add_extent, extents);
+  struct extents_ctx x = { extents, flags & NBDKIT_FLAG_REQ_ONE };
+
+  return vhd_chain_extents (chain, offset, count, add_extent, &x);
 }
 
 static void
