@@ -288,27 +288,36 @@ vhd_flush (void *handle, uint32_t flags)
 struct extents_ctx {
   struct nbdkit_extents *out;
   bool req_one;
+  bool added;
+  uint32_t type;                /* of the last extent added */
 };
 
 static int
 add_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
 {
   struct extents_ctx *x = opaque;
+  uint32_t type = layer < 0 ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0;
 
-  if (nbdkit_add_extent (x->out, offset, len,
-                         layer < 0 ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO
-                                   : 0) == -1)
+  /* REQ_ONE: the first extent, whole, is the answer: stop at the first
+   * change of type (ranges of different layers with the same type make
+   * one extent).  Cutting it shorter would make qemu-img map step
+   * through an empty disk in tiny pieces. */
+  if (x->req_one && x->added && type != x->type)
+    return 1;
+  if (nbdkit_add_extent (x->out, offset, len, type) == -1)
     return -1;
-  /* REQ_ONE: the first extent, whole, is the answer (cutting it short
-   * would make qemu-img map step through an empty disk byte by byte). */
-  return x->req_one ? 1 : 0;
+  x->added = true;
+  x->type = type;
+  return 0;
 }
 
+/* Extents end at offset + count exactly (see vhd_chain_extents). */
 static int
 vhd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
              struct nbdkit_extents *extents)
 {
-  struct extents_ctx x = { extents, flags & NBDKIT_FLAG_REQ_ONE };
+  struct extents_ctx x = { .out = extents,
+                           .req_one = flags & NBDKIT_FLAG_REQ_ONE };
 
   return vhd_chain_extents (chain, offset, count, add_extent, &x);
 }
