@@ -158,6 +158,12 @@ save_overlay (struct store *s, const char *path, const char *parent)
     tmp = NULL;
     goto out;
   }
+  /* The data is durable (closing flushed it); now the name. */
+  if (vhd_sync_dir (path) == -1) {
+    nbdkit_error ("overlay-save: %s is saved but may not survive a power "
+                  "loss", path);
+    goto out;
+  }
   nbdkit_debug ("overlay saved to %s", path);
   r = 0;
 

@@ -151,30 +151,24 @@ vhd_chain_make_writable (struct vhd_chain *c)
     errno = ESTALE;
     return -1;
   }
-  /* Trade the shared lock for an exclusive one on the new descriptor.
-   * flock locks belong to open file descriptions, so ours would
-   * conflict with itself if the old one were kept. */
-  flock (t->fd, LOCK_UN);
-  {
-    int saved_fd = t->fd;
-    t->fd = fd;
-    if (vhd_lock_file (t, true) == -1) {
-      t->fd = saved_fd;
-      close (fd);
-      flock (t->fd, LOCK_SH | LOCK_NB);
-      return -1;
-    }
-    /* Readers may be using the old descriptor number right now: make it
-     * refer to the writable description atomically. */
-    if (dup2 (fd, saved_fd) == -1) {
-      vhd_error ("%s: dup2: %m", t->path);
-      t->fd = saved_fd;
-      close (fd);
-      return -1;
-    }
+  /* Trade the shared lock for an exclusive one on the new descriptor
+   * (flock locks belong to open file descriptions, so ours would
+   * conflict with itself if the old one were kept).  On failure the
+   * old descriptor keeps its shared lock. */
+  if (vhd_lock_upgrade (t, fd) == -1) {
     close (fd);
-    t->fd = saved_fd;
+    return -1;
   }
+  /* Readers may be using the old descriptor number right now: make it
+   * refer to the writable description atomically (which also drops the
+   * old description, whose lock is already gone). */
+  if (dup2 (fd, t->fd) == -1) {
+    vhd_error ("%s: dup2: %m", t->path);
+    close (fd);
+    flock (t->fd, LOCK_SH | LOCK_NB);
+    return -1;
+  }
+  close (fd);
   t->writable = true;
   if (vhd_writer_init (c) == -1)
     return -1;

@@ -245,7 +245,8 @@ vhd_new_file_commit (int fd, const char *tmp, const char *path)
       vhd_error ("%s: %m", path);
     return -1;
   }
-  return 0;
+  /* The new name must survive a power loss too, not only the data. */
+  return vhd_sync_dir (path);
 }
 
 void

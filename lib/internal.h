@@ -119,6 +119,10 @@ char *vhd_relative_path (const char *dir, const char *target);
 
 /* lock.c */
 int vhd_lock_file (struct vhd_file *f, bool exclusive);
+/* Trade f's shared lock for an exclusive one on wfd, a writable
+ * descriptor of the same file.  On failure f->fd still holds its shared
+ * lock: f is never left unlocked (see the top of lock.c). */
+int vhd_lock_upgrade (struct vhd_file *f, int wfd);
 
 /* resolve.c */
 int vhd_cache_init (struct vhd_chain *c);
@@ -171,8 +175,6 @@ char *vhd_journal_path (const char *file);
 int vhd_journal_read (const char *jpath, struct merge_journal *j);
 int vhd_journal_write (const char *jpath, const struct merge_journal *j);
 void vhd_journal_free (struct merge_journal *j);
-/* fsync the directory holding path. */
-int vhd_sync_dir (const char *path);
 
 /* copy.c: copy the ranges of src's view that layers [lo, hi) supply,
  * read in chunks; each chunk is cut into runs that are all zeros and

@@ -6,11 +6,26 @@
  * of a chain being served.  flock locks belong to the open file
  * description, so closing some other descriptor of the same file (as
  * parent probing does) does not drop them, unlike POSIX record locks.
+ *
+ * The writers' byte.  flock cannot turn a shared lock into an exclusive
+ * one atomically (Linux drops the old lock first, then looks for
+ * conflicts), and a server that opened the chain read-only trades its
+ * shared lock for an exclusive one when the first client wants to
+ * write.  Between the two, another process could take the exclusive
+ * lock and leave the server with none.  So whoever takes an exclusive
+ * lock first takes an open-file-description lock on one byte far past
+ * the end of any VHD (a write lock, or a read lock from a read-only
+ * descriptor), and keeps it while the file stays open; a server trading
+ * up holds the write lock on that byte through the whole trade.  While
+ * it does, nobody can take the exclusive flock, so if the trade fails
+ * (other readers hold shared locks) the shared lock can always be taken
+ * back.  qemu's image locks use bytes 100 to 300: no conflict.
  */
 #include <config.h>
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -113,18 +128,40 @@ process_name (long pid, char *buf, size_t len)
   fclose (fp);
 }
 
-int
-vhd_lock_file (struct vhd_file *f, bool exclusive)
+#define WRITERS_BYTE (1LL << 62)
+
+/* 0, or -1 with errno (EAGAIN when someone else holds it). */
+static int
+take_writers_byte (int fd, bool write)
+{
+  struct flock fl = {
+    .l_type = write ? F_WRLCK : F_RDLCK,
+    .l_whence = SEEK_SET,
+    .l_start = WRITERS_BYTE,
+    .l_len = 1,
+  };
+
+  if (fcntl (fd, F_OFD_SETLK, &fl) == 0)
+    return 0;
+  if (errno == EACCES)
+    errno = EAGAIN;
+  return -1;
+}
+
+static bool
+fd_writable (int fd)
+{
+  int fl = fcntl (fd, F_GETFL);
+  return fl != -1 && (fl & O_ACCMODE) != O_RDONLY;
+}
+
+/* Report that f is in use by someone else and fail with EBUSY. */
+static int
+in_use (const struct vhd_file *f, bool exclusive)
 {
   long pid;
   char name[64];
 
-  if (flock (f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
-    return 0;
-  if (errno != EWOULDBLOCK) {
-    vhd_error ("%s: lock: %m", f->path);
-    return -1;
-  }
   pid = lock_holder (f);
   if (pid <= 0 || !process_exists (pid))
     pid = process_with_file_open (f);
@@ -140,4 +177,54 @@ vhd_lock_file (struct vhd_file *f, bool exclusive)
                exclusive ? "for writing" : "while it may be written");
   errno = EBUSY;
   return -1;
+}
+
+int
+vhd_lock_file (struct vhd_file *f, bool exclusive)
+{
+  if (exclusive && take_writers_byte (f->fd, fd_writable (f->fd)) == -1) {
+    if (errno == EAGAIN)
+      return in_use (f, true);
+    vhd_error ("%s: lock: %m", f->path);
+    return -1;
+  }
+  if (flock (f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+    return 0;
+  if (errno != EWOULDBLOCK) {
+    vhd_error ("%s: lock: %m", f->path);
+    return -1;
+  }
+  return in_use (f, exclusive);
+}
+
+int
+vhd_lock_upgrade (struct vhd_file *f, int wfd)
+{
+  int err;
+
+  if (take_writers_byte (wfd, true) == -1) {
+    if (errno == EAGAIN)
+      return in_use (f, true);
+    vhd_error ("%s: lock: %m", f->path);
+    return -1;
+  }
+  /* Nobody can take the exclusive lock from here on (see the top). */
+  flock (f->fd, LOCK_UN);
+  if (flock (wfd, LOCK_EX | LOCK_NB) == 0)
+    return 0;
+  err = errno;
+  if (flock (f->fd, LOCK_SH | LOCK_NB) == -1) {
+    /* Only a process that ignores the writers' byte gets here.  Wait
+     * for our shared lock rather than go on without one. */
+    vhd_warning ("%s: another process took the file while it was being "
+                 "opened for writing; waiting for it to let go", f->path);
+    while (flock (f->fd, LOCK_SH) == -1 && errno == EINTR)
+      ;
+  }
+  if (err != EWOULDBLOCK) {
+    errno = err;
+    vhd_error ("%s: lock: %m", f->path);
+    return -1;
+  }
+  return in_use (f, true);
 }

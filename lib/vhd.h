@@ -221,6 +221,9 @@ struct vhd_chain {
 
 int vhd_chain_open (const char *path, const struct vhd_open_options *opts,
                     struct vhd_chain **out);
+/* fsync the directory holding path, so that a name just created,
+ * linked or removed there is durable. */
+int vhd_sync_dir (const char *path);
 /* Reopen the top file for writing (exclusive lock) in a chain opened
  * read-only: lets a server validate everything read-only at start-up
  * and write only once a client asks to. */
@@ -234,6 +237,14 @@ int vhd_chain_pwrite (struct vhd_chain *c, const void *buf, uint64_t count,
                       uint64_t offset);
 /* Makes the range read as zeros; never lets parent data show through. */
 int vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset);
+/* True if vhd_chain_zero of the range would write no data (a hole
+ * punched in a fixed disk, or a range that reads as zeros already). */
+bool vhd_chain_zero_is_fast (struct vhd_chain *c, uint64_t count,
+                             uint64_t offset);
+/* Gives back host space: whole sectors of the range that the top file
+ * holds become holes (they read as zeros after it; partial sectors and
+ * sectors held by a parent or by no layer keep their content). */
+int vhd_chain_trim (struct vhd_chain *c, uint64_t count, uint64_t offset);
 /* Makes every completed write durable. */
 int vhd_chain_flush (struct vhd_chain *c);
 

@@ -42,6 +42,15 @@
  *    disk before its bitmap points at a bitmap that is still all zero
  *    (zeroed when allocated), which reads as "not here".
  *
+ * 4. Trim (vhd_chain_trim) punches holes in the data of sectors the top
+ *    file already holds, and changes no metadata.  It is a write of
+ *    zeros into those sectors: a crash shows each of them as before or
+ *    as zeros, both allowed after a trim.  A sector whose bit is set
+ *    only in memory (written since the last flush) may come back from
+ *    a crash as the parent's data, exactly as the unflushed write would
+ *    have.  Sectors the top does not hold are left alone, so the
+ *    parent never shows through where it did not before.
+ *
  * The only state a power loss can leave that differs from a kill: the
  *    footer written in 1a may be lost while 1b reached the disk, leaving
  *    no valid footer at end of file.  The copy at offset 0 is identical
@@ -51,6 +60,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -70,6 +80,7 @@ struct vhd_writer {
 
   pthread_mutex_t flush_lock;
   char *zeros;                  /* one block of zeros for zero requests */
+  bool punch_works;             /* until fallocate says otherwise */
 };
 
 static struct vhd_file *
@@ -116,6 +127,7 @@ vhd_writer_init (struct vhd_chain *c)
   pthread_mutex_init (&w->alloc_lock, NULL);
   pthread_mutex_init (&w->dirty_lock, NULL);
   pthread_mutex_init (&w->flush_lock, NULL);
+  w->punch_works = true;
   c->writer = w;
   if (t->type == VHD_TYPE_FIXED)
     return 0;
@@ -287,6 +299,23 @@ write_piece (struct vhd_chain *c, uint32_t blk, const char *buf,
   return r;
 }
 
+/* Give the host space of [offset, offset+len) of f back: afterwards
+ * the range reads as zeros.  1 if done, 0 if the file system cannot
+ * punch holes, -1 on error. */
+static int
+punch_hole (const struct vhd_file *f, uint64_t offset, uint64_t len)
+{
+  if (len == 0 ||
+      fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 offset, len) == 0)
+    return 1;
+  if (errno == EOPNOTSUPP || errno == ENOSYS)
+    return 0;
+  vhd_error ("%s: punching a hole at offset %" PRIu64 ": %m", f->path,
+             offset);
+  return -1;
+}
+
 static int
 check_writable (struct vhd_chain *c)
 {
@@ -339,6 +368,21 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
 
     if (t->type == VHD_TYPE_FIXED) {
       static const char zeros[65536];
+      /* Whole sectors of a fixed disk: a hole reads as zeros. */
+      if (c->writer->punch_works && offset % VHD_SECTOR == 0 &&
+          count >= VHD_SECTOR) {
+        int p;
+        n = ROUND_DOWN (count, VHD_SECTOR);
+        p = punch_hole (t, offset, n);
+        if (p == -1)
+          return -1;
+        if (p == 1) {
+          offset += n;
+          count -= n;
+          continue;
+        }
+        c->writer->punch_works = false;
+      }
       n = MIN (count, sizeof zeros);
       if (full_pwrite (t->fd, zeros, n, offset) == -1) {
         vhd_error ("%s: write at offset %" PRIu64 ": %m", t->path, offset);
@@ -372,6 +416,90 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
     count -= n;
   }
   return 0;
+}
+
+/* Sectors [rel, end) of block blk: punch the ones the top file holds
+ * (the block's lock keeps writes to it out meanwhile). */
+static int
+trim_piece (struct vhd_chain *c, uint32_t blk, uint32_t rel, uint32_t end)
+{
+  struct block_entry *e;
+  uint32_t i;
+  int r = 0;
+
+  vhd_cache_lock (c, blk);
+  e = vhd_cache_get (c, blk, false);
+  if (e == NULL)
+    r = -1;
+  for (i = 0; e && r != -1 && i < e->n_merged; i++) {
+    const struct run *run = &e->merged[i];
+    uint32_t s = MAX (run->rel, rel), x = MIN (run->rel + run->n, end);
+
+    if (run->layer == 0 && s < x)
+      r = punch_hole (top (c), run->file_off +
+                      (uint64_t) (s - run->rel) * VHD_SECTOR,
+                      (uint64_t) (x - s) * VHD_SECTOR);
+  }
+  vhd_cache_unlock (c, blk);
+  return r == -1 ? -1 : 0;
+}
+
+int
+vhd_chain_trim (struct vhd_chain *c, uint64_t count, uint64_t offset)
+{
+  struct vhd_file *t = top (c);
+  /* Whole sectors only: a partial one keeps its content. */
+  uint64_t start = ROUND_UP (offset, VHD_SECTOR);
+  uint64_t end = ROUND_DOWN (MIN (offset + count, c->size), VHD_SECTOR);
+
+  if (check_writable (c) == -1)
+    return -1;
+  if (start >= end)
+    return 0;
+  if (t->type == VHD_TYPE_FIXED)
+    return punch_hole (t, start, end - start) == -1 ? -1 : 0;
+  while (start < end) {
+    uint32_t blk = start / t->block_size;
+    uint64_t block_start = (uint64_t) blk * t->block_size;
+    uint64_t n = MIN (end, block_start + t->block_size) - start;
+
+    if (trim_piece (c, blk, (start - block_start) / VHD_SECTOR,
+                    (start + n - block_start) / VHD_SECTOR) == -1)
+      return -1;
+    start += n;
+  }
+  return 0;
+}
+
+/* FAST_ZERO: zeroing [offset, offset+count) costs no data writes when
+ * it is a hole in a fixed disk (punched) or reads as zeros already. */
+bool
+vhd_chain_zero_is_fast (struct vhd_chain *c, uint64_t count, uint64_t offset)
+{
+  struct vhd_file *t = top (c);
+  uint64_t end = MIN (offset + count, c->size);
+
+  if (t->type == VHD_TYPE_FIXED)
+    return c->writer && c->writer->punch_works &&
+           offset % VHD_SECTOR == 0 && end % VHD_SECTOR == 0;
+  while (offset < end) {
+    uint32_t blk = offset / t->block_size;
+    uint64_t block_start = (uint64_t) blk * t->block_size;
+    uint64_t n = MIN (end, block_start + t->block_size) - offset;
+    struct block_entry *e;
+    bool zero;
+
+    vhd_cache_lock (c, blk);
+    e = vhd_cache_get (c, blk, false);
+    zero = e && vhd_cache_range_is_zero (e, (offset - block_start) / VHD_SECTOR,
+                                         (offset + n - block_start +
+                                          VHD_SECTOR - 1) / VHD_SECTOR);
+    vhd_cache_unlock (c, blk);
+    if (!zero)
+      return false;
+    offset += n;
+  }
+  return true;
 }
 
 /* ------------------------------------------------------------ flush */

@@ -66,11 +66,25 @@ vhd_load (void)
   vhd_set_message_handler (message);
 }
 
+/* Flush and close in .cleanup, after the last connection and while
+ * nbdkit's logging (stderr, --log=syslog) still reports errors; .unload
+ * only frees (and closes if start-up failed before .cleanup). */
+static void
+vhd_cleanup (void)
+{
+  if (chain && vhd_chain_close (chain) == -1)
+    nbdkit_error ("%s: flushing at exit failed: writes acknowledged "
+                  "without a flush may be lost", filename);
+  chain = NULL;
+}
+
 static void
 vhd_unload (void)
 {
+  /* Normally done by .cleanup; not when start-up failed before it. */
   if (chain && vhd_chain_close (chain) == -1)
-    nbdkit_error ("%s: flushing at exit failed", filename);
+    fprintf (stderr, "nbdkit: vhd: error: %s: flushing at exit failed\n",
+             filename);
   chain = NULL;
   free (parent_files);
   free (parent_dirs);
@@ -167,6 +181,11 @@ vhd_get_ready (void)
 /* Handles only say whether the connection may write. */
 static int readonly_handle, writable_handle;
 
+/* A client that wants to write gets the top file opened for writing.
+ * If that is impossible (no write permission, a read-only file system,
+ * another writer holds the file) the connection is served read-only,
+ * like nbdkit's file plugin does, instead of being refused: reading
+ * still works.  The chain keeps its shared lock either way. */
 static void *
 vhd_open (int readonly)
 {
@@ -177,7 +196,12 @@ vhd_open (int readonly)
   pthread_mutex_lock (&open_lock);
   r = vhd_chain_make_writable (chain);
   pthread_mutex_unlock (&open_lock);
-  return r == 0 ? &writable_handle : NULL;
+  if (r == -1) {
+    nbdkit_error ("%s: cannot write (see above): serving this connection "
+                  "read-only", filename);
+    return &readonly_handle;
+  }
+  return &writable_handle;
 }
 
 /* A client that wrote and went away without flushing: make its writes
@@ -199,7 +223,7 @@ vhd_get_size (void *handle)
 static int
 vhd_can_write (void *handle)
 {
-  return chain->writable;
+  return handle == &writable_handle;
 }
 
 static int
@@ -211,13 +235,20 @@ vhd_can_multi_conn (void *handle)
 static int
 vhd_can_zero (void *handle)
 {
-  return chain->writable;
+  return handle == &writable_handle;
+}
+
+/* Answered per request (vhd_zero): fast only where no data is written. */
+static int
+vhd_can_fast_zero (void *handle)
+{
+  return handle == &writable_handle;
 }
 
 static int
 vhd_can_trim (void *handle)
 {
-  return chain->writable;
+  return handle == &writable_handle;
 }
 
 static int
@@ -261,22 +292,26 @@ vhd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 static int
 vhd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  /* Zeroing costs a write of zeros wherever any layer holds data, so it
-   * is not "fast". */
-  if (flags & NBDKIT_FLAG_FAST_ZERO) {
+  /* FAST_ZERO: only where zeroing writes no data: a range that reads
+   * as zeros already, or whole sectors of a fixed disk (a hole is
+   * punched).  Anything else costs a write of zeros into the top file,
+   * so the client is told to do it its own way. */
+  if ((flags & NBDKIT_FLAG_FAST_ZERO) &&
+      !vhd_chain_zero_is_fast (chain, count, offset)) {
     nbdkit_set_error (ENOTSUP);
     return -1;
   }
   return vhd_chain_zero (chain, count, offset);
 }
 
-/* Trim is advisory in NBD.  Deallocating in a differencing disk would
- * expose the parent's data, and a dynamic disk cannot give space back
- * without compaction, so trim keeps the current content. */
+/* Trim gives host space back where the top file holds the data: those
+ * sectors become holes and read as zeros.  Sectors held by a parent, or
+ * by nobody, are left as they are (deallocating them in the top file
+ * would expose the parent; see vhd_chain_trim). */
 static int
 vhd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return 0;
+  return vhd_chain_trim (chain, count, offset);
 }
 
 static int
@@ -335,6 +370,7 @@ static struct nbdkit_plugin plugin = {
   .version           = PACKAGE_VERSION,
   .load              = vhd_load,
   .unload            = vhd_unload,
+  .cleanup           = vhd_cleanup,
   .config            = vhd_config,
   .config_complete   = vhd_config_complete,
   .config_help       = vhd_config_help,
@@ -348,6 +384,7 @@ static struct nbdkit_plugin plugin = {
   .can_multi_conn    = vhd_can_multi_conn,
   .can_zero          = vhd_can_zero,
   .can_trim          = vhd_can_trim,
+  .can_fast_zero     = vhd_can_fast_zero,
   .can_fua           = vhd_can_fua,
   .can_extents       = vhd_can_extents,
   .pread             = vhd_pread,
