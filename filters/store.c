@@ -12,10 +12,13 @@
  *
  * The map is split into blocks (overlay-block-size, default 64 KiB);
  * each block gets, on first write, two bitmaps (held, and "has data in
- * the file" as opposed to zeroed).  A block never written costs one NULL
- * pointer, and a block zeroed or trimmed as a whole is marked by a
- * sentinel pointer with no bitmaps, so a huge sparse disk costs little
- * and discarding a whole disk (mkfs does) costs no memory.
+ * the file" as opposed to zeroed).  A block zeroed or trimmed as a
+ * whole is marked by a sentinel pointer with no bitmaps.  The block
+ * pointers live in chunks of CHUNK_BLOCKS, allocated on first write
+ * into them; a chunk zeroed or trimmed as a whole is a sentinel too.
+ * So memory follows what clients wrote, not the disk size: an untouched
+ * 2040 GiB disk costs one 64 KiB table of chunk pointers (not 256 MiB of
+ * block pointers), and discarding a whole disk (mkfs does) costs no more.
  *
  * Locking (the race nbdkit 1.32's cow filter loses writes to): blocks
  * are guarded by a fixed array of striped mutexes.  Every write, zero
@@ -59,6 +62,11 @@ struct block {
 /* Every sector of the block held, all zero: no bitmaps needed. */
 #define ZERO_BLOCK ((struct block *) 1)
 
+/* Block pointers per chunk (32 KiB of pointers), and the sentinel for
+ * a chunk whose every block is ZERO_BLOCK. */
+#define CHUNK_BLOCKS 4096
+#define ZERO_CHUNK ((struct block **) 1)
+
 struct store {
   int fd;
   uint32_t block_size;
@@ -68,7 +76,15 @@ struct store {
   pthread_mutex_t size_lock;
   uint64_t size;                /* 0 until the first connection */
   uint64_t n_blocks;
-  struct block **blocks;        /* NULL, ZERO_BLOCK or bitmaps */
+  uint64_t n_chunks;
+  /* Chunk c holds blocks [c * CHUNK_BLOCKS, (c + 1) * CHUNK_BLOCKS):
+   * NULL (no block written), ZERO_CHUNK, or an array of block pointers
+   * (NULL, ZERO_BLOCK or bitmaps).  Block pointers are read and written
+   * under their block's stripe lock.  A chunk is created by whoever
+   * first needs it, with a compare-and-swap (requests on other stripes
+   * may race for it), and only becomes ZERO_CHUNK again under the locks
+   * of all its blocks. */
+  struct block ***chunks;
   pthread_mutex_t stripes[N_STRIPES];
 };
 
@@ -97,6 +113,62 @@ static uint8_t *
 data_bits (struct store *s, struct block *b)
 {
   return b->bits + s->spb / 8;
+}
+
+static void
+free_chunk (struct block **chunk)
+{
+  uint32_t k;
+
+  if (chunk == NULL || chunk == ZERO_CHUNK)
+    return;
+  for (k = 0; k < CHUNK_BLOCKS; k++)
+    if (chunk[k] != ZERO_BLOCK)
+      free (chunk[k]);
+  free (chunk);
+}
+
+/* Block i as the map has it (its stripe lock held). */
+static struct block *
+block_at (struct store *s, uint64_t i)
+{
+  struct block **chunk = __atomic_load_n (&s->chunks[i / CHUNK_BLOCKS],
+                                          __ATOMIC_ACQUIRE);
+  if (chunk == NULL)
+    return NULL;
+  if (chunk == ZERO_CHUNK)
+    return ZERO_BLOCK;
+  return chunk[i % CHUNK_BLOCKS];
+}
+
+/* Where block i's pointer is stored, creating its chunk if needed (its
+ * stripe lock held).  NULL when out of memory. */
+static struct block **
+block_slot (struct store *s, uint64_t i)
+{
+  struct block ***cp = &s->chunks[i / CHUNK_BLOCKS];
+  struct block **chunk = __atomic_load_n (cp, __ATOMIC_ACQUIRE), **fresh;
+  uint32_t k;
+
+  if (chunk != NULL && chunk != ZERO_CHUNK)
+    return &chunk[i % CHUNK_BLOCKS];
+  fresh = calloc (CHUNK_BLOCKS, sizeof *fresh);
+  if (fresh == NULL)
+    return NULL;
+  if (chunk == ZERO_CHUNK)
+    for (k = 0; k < CHUNK_BLOCKS; k++)
+      fresh[k] = ZERO_BLOCK;
+  /* Both views mean the same to a reader, so publishing is enough; if
+   * another request on another stripe got there first, use its chunk. */
+  if (!__atomic_compare_exchange_n (cp, &chunk, fresh, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    free (fresh);
+    if (chunk == ZERO_CHUNK)    /* only under all locks: cannot happen */
+      return NULL;
+  }
+  else
+    chunk = fresh;
+  return &chunk[i % CHUNK_BLOCKS];
 }
 
 struct store *
@@ -145,10 +217,9 @@ store_free (struct store *s)
 
   if (s == NULL)
     return;
-  for (i = 0; i < s->n_blocks; i++)
-    if (s->blocks[i] != ZERO_BLOCK)
-      free (s->blocks[i]);
-  free (s->blocks);
+  for (i = 0; i < s->n_chunks; i++)
+    free_chunk (s->chunks[i]);
+  free (s->chunks);
   pthread_mutex_destroy (&s->size_lock);
   for (i = 0; i < N_STRIPES; i++)
     pthread_mutex_destroy (&s->stripes[i]);
@@ -162,13 +233,14 @@ store_set_size (struct store *s, uint64_t size)
   int r = 0;
 
   pthread_mutex_lock (&s->size_lock);
-  if (s->blocks == NULL) {
+  if (s->chunks == NULL) {
     s->n_blocks = (size + s->block_size - 1) / s->block_size;
-    s->blocks = calloc (s->n_blocks + 1, sizeof *s->blocks);
-    if (s->blocks == NULL || ftruncate (s->fd, size) == -1) {
+    s->n_chunks = (s->n_blocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    s->chunks = calloc (s->n_chunks + 1, sizeof *s->chunks);
+    if (s->chunks == NULL || ftruncate (s->fd, size) == -1) {
       nbdkit_error ("overlay for a disk of %" PRIu64 " bytes: %m", size);
-      free (s->blocks);
-      s->blocks = NULL;
+      free (s->chunks);
+      s->chunks = NULL;
       r = -1;
     }
     else
@@ -203,19 +275,37 @@ block_sectors (struct store *s, uint64_t i)
 static struct block *
 get_block (struct store *s, uint64_t i)
 {
-  struct block *b = s->blocks[i];
+  struct block **slot = block_slot (s, i);
+  struct block *b;
   uint32_t k, n;
 
+  if (slot == NULL)
+    return NULL;
+  b = *slot;
   if (b && b != ZERO_BLOCK)
     return b;
   b = calloc (1, 2 * (s->spb / 8));
   if (b == NULL)
     return NULL;
-  if (s->blocks[i] == ZERO_BLOCK)
+  if (*slot == ZERO_BLOCK)
     for (k = 0, n = block_sectors (s, i); k < n; k++)
       put_bit (held_bits (b), k, true);
-  s->blocks[i] = b;
+  *slot = b;
   return b;
+}
+
+/* Sectors of block b with data in the file. */
+static uint64_t
+block_data_sectors (struct store *s, struct block *b)
+{
+  uint64_t n = 0;
+  uint32_t k;
+
+  if (b == NULL || b == ZERO_BLOCK)
+    return 0;
+  for (k = 0; k < s->spb / 8; k++)
+    n += __builtin_popcount (data_bits (s, b)[k]);
+  return n;
 }
 
 /* Where sector k of block b comes from (stripe lock held). */
@@ -283,12 +373,13 @@ make_plan (struct store *s, uint64_t offset, uint64_t count, struct plan *p)
     int r = 0;
 
     pthread_mutex_lock (lock);
-    b = s->blocks[i];
+    b = block_at (s, i);
     if (b == NULL || b == ZERO_BLOCK) {
-      r = plan_add (p, offset, bend - offset, sector_src (s, b, 0));
+      r = plan_add (p, offset, bend - offset,
+                    b == NULL ? SRC_BELOW : SRC_ZERO);
       offset = bend;
     }
-    while (r == 0 && offset < bend) {
+    else while (r == 0 && offset < bend) {
       uint32_t sec = (offset - bstart) / SECTOR;
       uint64_t send = bstart + (uint64_t) (sec + 1) * SECTOR;
       uint64_t n = (send < bend ? send : bend) - offset;
@@ -438,7 +529,7 @@ count_new_data (struct store *s, uint64_t s0, uint64_t s1)
   uint64_t n = 0, sec;
 
   for (sec = s0; sec < s1; sec++) {
-    struct block *b = s->blocks[sec / s->spb];
+    struct block *b = block_at (s, sec / s->spb);
     n += sector_src (s, b, sec % s->spb) != SRC_DATA;
   }
   return n;
@@ -453,11 +544,23 @@ count_new_data (struct store *s, uint64_t s0, uint64_t s1)
 static int
 prepare_blocks (struct store *s, uint64_t s0, uint64_t s1, bool data)
 {
+  uint64_t cs = (uint64_t) CHUNK_BLOCKS * s->spb;     /* sectors a chunk */
   uint64_t i;
 
   for (i = s0 / s->spb; s0 < s1 && i <= (s1 - 1) / s->spb; i++) {
+    uint64_t c = i / CHUNK_BLOCKS;
     bool whole = s0 <= i * s->spb && (i + 1) * s->spb <= s1;
-    if ((data || !whole) && get_block (s, i) == NULL)
+
+    if (!data && s0 <= c * cs && (c + 1) * cs <= s1) {
+      /* The whole chunk becomes ZERO_CHUNK: nothing to allocate. */
+      i = (c + 1) * CHUNK_BLOCKS - 1;
+      continue;
+    }
+    if (data || !whole) {
+      if (get_block (s, i) == NULL)
+        return -1;
+    }
+    else if (block_slot (s, i) == NULL)       /* to become ZERO_BLOCK */
       return -1;
   }
   return 0;
@@ -472,17 +575,35 @@ mark_sectors (struct store *s, uint64_t s0, uint64_t s1, bool data)
   int64_t delta = 0;
   uint64_t sec = s0;
 
-  while (sec < s1) {
-    uint64_t i = sec / s->spb;
-    uint64_t bend = (i + 1) * s->spb < s1 ? (i + 1) * s->spb : s1;
-    struct block *b = s->blocks[i];
+  uint64_t cs = (uint64_t) CHUNK_BLOCKS * s->spb;     /* sectors a chunk */
 
+  while (sec < s1) {
+    uint64_t i = sec / s->spb, c = i / CHUNK_BLOCKS;
+    uint64_t bend = (i + 1) * s->spb < s1 ? (i + 1) * s->spb : s1;
+    struct block **slot, *b;
+
+    if (!data && sec == c * cs && (c + 1) * cs <= s1) {
+      /* A whole chunk (its blocks' locks are all held: a chunk has more
+       * blocks than there are stripes): drop it and its data. */
+      struct block **chunk = s->chunks[c];
+      uint32_t k;
+
+      if (chunk != NULL && chunk != ZERO_CHUNK)
+        for (k = 0; k < CHUNK_BLOCKS; k++)
+          delta -= (int64_t) block_data_sectors (s, chunk[k]);
+      __atomic_store_n (&s->chunks[c], ZERO_CHUNK, __ATOMIC_RELEASE);
+      free_chunk (chunk);
+      sec = (c + 1) * cs;
+      continue;
+    }
+    slot = block_slot (s, i);   /* prepared: cannot fail */
+    b = *slot;
     if (!data && sec == i * s->spb && bend == (i + 1) * s->spb) {
       /* Its data sectors are dropped. */
-      delta -= (int64_t) s->spb - (int64_t) count_new_data (s, sec, bend);
+      delta -= (int64_t) block_data_sectors (s, b);
       if (b != ZERO_BLOCK)
         free (b);
-      s->blocks[i] = ZERO_BLOCK;
+      *slot = ZERO_BLOCK;
       sec = bend;
       continue;
     }
@@ -513,7 +634,7 @@ static int
 read_locked (struct store *s, char *sector, uint64_t sec_off,
              below_read_fn below, void *opaque, int *err)
 {
-  struct block *b = s->blocks[sec_off / s->block_size];
+  struct block *b = block_at (s, sec_off / s->block_size);
   uint32_t k = (sec_off % s->block_size) / SECTOR;
   uint64_t len = s->size - sec_off < SECTOR ? s->size - sec_off : SECTOR;
   enum store_src src = sector_src (s, b, k);
@@ -603,15 +724,11 @@ store_write (struct store *s, const void *buf, uint32_t count,
   /* Reserve the new data before writing anything: requests on other
    * stripes run concurrently, so the check and the reservation must be
    * one atomic step. */
-  if (s->limit) {
-    uint64_t add = 0, have;
+  /* Zero and trim are never refused for the limit (see the man page):
+   * their partial edge sectors, at most two, may go past it. */
+  if (!zero && s->limit) {
+    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR), have;
 
-    if (!zero && m0 < m1)
-      add += count_new_data (s, m0 / SECTOR, m1 / SECTOR);
-    if (a0 < m0)                /* partial first sector */
-      add += count_new_data (s, a0 / SECTOR, a0 / SECTOR + 1);
-    if (m1 < end && m1 >= m0)   /* partial last sector, if another one */
-      add += count_new_data (s, m1 / SECTOR, m1 / SECTOR + 1);
     have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
 
     do {
@@ -683,8 +800,14 @@ store_foreach_held (struct store *s, store_range_fn fn, void *opaque)
     int r = 0;
     bool empty;
 
+    if (i % CHUNK_BLOCKS == 0 &&
+        __atomic_load_n (&s->chunks[i / CHUNK_BLOCKS], __ATOMIC_ACQUIRE)
+        == NULL) {
+      i += CHUNK_BLOCKS - 1;    /* nothing written in the whole chunk */
+      continue;
+    }
     pthread_mutex_lock (stripe_of (s, i));
-    empty = s->blocks[i] == NULL;
+    empty = block_at (s, i) == NULL;
     pthread_mutex_unlock (stripe_of (s, i));
     if (empty)
       continue;
