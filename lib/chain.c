@@ -3,11 +3,15 @@
  * The named file is the top layer; each differencing layer's parent is
  * found (locator.c), checked (unique id, size, no loop, depth cap) and
  * opened read-only.  Locks are taken as each file joins the chain.
+ * With confine_parents, the places parents may come from are fixed once
+ * for the whole chain, from the top file's real directory and the
+ * options: a grandparent is confined like a parent.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -64,7 +68,8 @@ check_parent_size (const struct vhd_open_options *opts,
 }
 
 static int
-open_parents (struct vhd_chain *c, const struct vhd_open_options *opts)
+open_parents (struct vhd_chain *c, const struct vhd_open_options *opts,
+              const struct vhd_confine *cf)
 {
   unsigned max_depth = opts->max_depth ? opts->max_depth
                                        : VHD_DEFAULT_MAX_DEPTH;
@@ -80,7 +85,7 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts)
       errno = ELOOP;
       return -1;
     }
-    if (vhd_find_parent (child, opts, &parent) == -1)
+    if (vhd_find_parent (child, opts, cf, &parent) == -1)
       return -1;
     if (check_loop (c, opts, child, parent) == -1 ||
         check_parent_size (opts, child, parent) == -1 ||
@@ -93,11 +98,40 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts)
   return 0;
 }
 
+/* confine-parents: the places parents may come from (locator.c): the
+ * top file's real directory (or confine_dir), and what opts names. */
+static struct vhd_confine *
+make_confine (const char *path, const struct vhd_file *top,
+              const struct vhd_open_options *opts, const char *confine_dir)
+{
+  char *real = strdup (top->path), *given = strdup (path);
+  struct vhd_confine *cf = NULL;
+
+  if (real == NULL || given == NULL)
+    vhd_error ("%s: %m", top->path);
+  else if (confine_dir)
+    cf = vhd_confine_new (opts, confine_dir, NULL);
+  else
+    cf = vhd_confine_new (opts, dirname (real), dirname (given));
+  free (real);
+  free (given);
+  return cf;
+}
+
 int
 vhd_chain_open (const char *path, const struct vhd_open_options *opts,
                 struct vhd_chain **out)
 {
+  return vhd_chain_open_confined (path, opts, NULL, out);
+}
+
+int
+vhd_chain_open_confined (const char *path,
+                         const struct vhd_open_options *opts,
+                         const char *confine_dir, struct vhd_chain **out)
+{
   struct vhd_chain *c = calloc (1, sizeof *c);
+  struct vhd_confine *cf = NULL;
   struct vhd_file *t;
 
   if (c == NULL) {
@@ -116,16 +150,23 @@ vhd_chain_open (const char *path, const struct vhd_open_options *opts,
   c->size = t->size;
   /* In check mode the problem that stopped the walk was reported, and
    * the chain is returned as far as it goes. */
-  if (!opts->no_parents && open_parents (c, opts) == -1 && !opts->problem)
-    goto err;
+  if (!opts->no_parents) {
+    if (opts->confine_parents &&
+        (cf = make_confine (path, t, opts, confine_dir)) == NULL)
+      goto err;
+    if (open_parents (c, opts, cf) == -1 && !opts->problem)
+      goto err;
+  }
   if (!opts->problem &&
       (vhd_cache_init (c) == -1 ||
        (c->writable && vhd_writer_init (c) == -1)))
     goto err;
+  vhd_confine_free (cf);
   *out = c;
   return 0;
 
  err:
+  vhd_confine_free (cf);
   c->writable = false;          /* nothing to flush */
   vhd_chain_close (c);
   return -1;

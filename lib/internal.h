@@ -110,12 +110,33 @@ bool vhd_report (const struct vhd_open_options *opts, enum vhd_severity sev,
                  const char *fs, ...)
   __attribute__ ((format (printf, 6, 7)));
 
-/* locator.c: open the parent of child, honouring the options. */
+/* locator.c: the places confine_parents lets parents come from, for
+ * one chain: the directory of the top file (top_dir: its real path;
+ * top_dir_given: as the caller spelled it, or NULL), the parent_dirs
+ * and the parent_files of opts.  NULL (after a message) when out of
+ * memory. */
+struct vhd_confine;
+struct vhd_confine *vhd_confine_new (const struct vhd_open_options *opts,
+                                     const char *top_dir,
+                                     const char *top_dir_given);
+void vhd_confine_free (struct vhd_confine *cf);
+
+/* locator.c: open the parent of child, honouring the options; cf (NULL
+ * unless confine_parents) says where parents may come from. */
 int vhd_find_parent (const struct vhd_file *child,
                      const struct vhd_open_options *opts,
+                     const struct vhd_confine *cf,
                      struct vhd_file **parent);
 /* Relative path from directory dir to file target (both absolute). */
 char *vhd_relative_path (const char *dir, const char *target);
+
+/* chain.c: vhd_chain_open, with confine_parents confining the chain to
+ * confine_dir (a real path) instead of the top file's directory (merge
+ * opens its target's chain this way: confined to FILE's directory). */
+int vhd_chain_open_confined (const char *path,
+                             const struct vhd_open_options *opts,
+                             const char *confine_dir,
+                             struct vhd_chain **out);
 
 /* lock.c */
 int vhd_lock_file (struct vhd_file *f, bool exclusive);

@@ -12,6 +12,29 @@
  * The first candidate whose unique id equals the child's stored parent
  * id wins.  Everything is resolved to absolute paths here, at open time,
  * before nbdkit changes directory to /.
+ *
+ * CONFINE-PARENTS.  A hostile child's locators can name any path on the
+ * host.  With confine_parents, a candidate is only opened if it lies
+ * inside one of the allowed places (struct vhd_confine): the real
+ * directory of the chain's top file (realpath of the top, so a symlink
+ * to the top does not widen anything), the parent_dirs, all with their
+ * subdirectories, and exactly the parent_files.  Two checks, both
+ * before the candidate is opened:
+ *
+ *  1. as written: the candidate made absolute, "." and ".." removed
+ *     without looking at the file system, must be inside an allowed
+ *     place, in its real or its given spelling.  Paths that fail this
+ *     are never touched at all (no stat, no directory listing), so an
+ *     error cannot even tell whether they exist;
+ *  2. really: its realpath(3) must be inside an allowed place in the
+ *     real spelling.  This catches symlinks (and ".." after a symlink)
+ *     leading out.
+ *
+ * A refused candidate is skipped like a missing one: the search goes on
+ * and only fails if nothing acceptable is found, and then the error
+ * lists the refused candidates with the locator each came from.  Nothing
+ * of a refused file is ever read, so no message can show its id or
+ * content.
  */
 #include <config.h>
 
@@ -19,47 +42,85 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
+struct candidate {
+  char *path;
+  char *from;                   /* where it came from, for messages */
+};
+
 struct candidates {
-  char **paths;
+  struct candidate *v;
   size_t n;
 };
 
+/* Takes both strings; a path already listed keeps its first origin. */
 static void
-add_candidate (struct candidates *c, char *path)
+add_candidate (struct candidates *c, char *path, char *from)
 {
+  struct candidate *p;
   size_t i;
-  char **p;
 
-  if (path == NULL)
-    return;
+  if (path == NULL || from == NULL)
+    goto drop;
   for (i = 0; i < c->n; i++)
-    if (strcmp (c->paths[i], path) == 0) {
-      free (path);
-      return;
-    }
-  p = realloc (c->paths, (c->n + 1) * sizeof *p);
-  if (p == NULL) {
-    free (path);
-    return;
-  }
-  c->paths = p;
-  c->paths[c->n++] = path;
+    if (strcmp (c->v[i].path, path) == 0)
+      goto drop;
+  p = realloc (c->v, (c->n + 1) * sizeof *p);
+  if (p == NULL)
+    goto drop;
+  c->v = p;
+  c->v[c->n].path = path;
+  c->v[c->n++].from = from;
+  return;
+
+ drop:
+  free (path);
+  free (from);
 }
 
 static void
 free_candidates (struct candidates *c)
 {
   size_t i;
-  for (i = 0; i < c->n; i++)
-    free (c->paths[i]);
-  free (c->paths);
+  for (i = 0; i < c->n; i++) {
+    free (c->v[i].path);
+    free (c->v[i].from);
+  }
+  free (c->v);
+}
+
+/* malloc'd printf, NULL when out of memory. */
+static char *
+fmt (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+static char *
+fmt (const char *fs, ...)
+{
+  va_list args;
+  char *r;
+  int n;
+
+  va_start (args, fs);
+  n = vasprintf (&r, fs, args);
+  va_end (args);
+  return n == -1 ? NULL : r;
+}
+
+/* Append item to the comma-separated list in buf if it fits whole. */
+static void
+list_add (char *buf, size_t size, const char *item)
+{
+  size_t len = strlen (buf);
+
+  if (len + strlen (item) + 3 < size)
+    snprintf (buf + len, size - len, "%s%s", len ? ", " : "", item);
 }
 
 static char *
@@ -197,15 +258,18 @@ base_name (const char *path)
 }
 
 /* Add a locator-style path and its base name (in every search
- * directory) to the candidates. */
+ * directory) to the candidates; from says where it was found. */
 static void
 add_path_and_name (struct candidates *c, struct candidates *names,
-                   const char *child_dir, char *posix)
+                   const char *child_dir, char *posix, char *from)
 {
-  if (posix == NULL)
+  if (posix == NULL || from == NULL) {
+    free (posix);
+    free (from);
     return;
-  add_candidate (c, join (child_dir, posix));
-  add_candidate (names, strdup (base_name (posix)));
+  }
+  add_candidate (c, join (child_dir, posix), strdup (from));
+  add_candidate (names, strdup (base_name (posix)), from);
   free (posix);
 }
 
@@ -222,11 +286,13 @@ collect_candidates (const struct vhd_file *child,
   int slot;
 
   for (i = 0; i < opts->n_parent_files; i++)
-    add_candidate (c, realpath (opts->parent_files[i], NULL));
+    add_candidate (c, realpath (opts->parent_files[i], NULL),
+                   fmt ("parent file %s named by the user",
+                        opts->parent_files[i]));
 
   for (k = 0; k < sizeof order / sizeof order[0]; k++)
     for (slot = 0; slot < VHD_NUM_LOCATORS; slot++) {
-      char *text;
+      char *text, code[5];
       if (child->header.loc[slot].code != order[k])
         continue;
       text = vhd_locator_text (child, slot);
@@ -234,27 +300,222 @@ collect_candidates (const struct vhd_file *child,
         continue;
       add_path_and_name (&located, &names, child_dir,
                          order[k] == VHD_LOC_MACX ? macx_to_posix (text)
-                                                  : windows_to_posix (text));
+                                                  : windows_to_posix (text),
+                         fmt ("parent locator %d, %s", slot,
+                              vhd_locator_code_name (order[k], code)));
       free (text);
     }
   if (child->parent_name && child->parent_name[0])
     add_path_and_name (&located, &names, child_dir,
-                       windows_to_posix (child->parent_name));
+                       windows_to_posix (child->parent_name),
+                       strdup ("parent name field"));
 
   /* User-named directories take precedence over the locators: they are
    * how the user says where the parents really are on this host. */
   for (i = 0; i < opts->n_parent_dirs; i++)
     for (k = 0; k < names.n; k++)
-      add_candidate (c, join (opts->parent_dirs[i], names.paths[k]));
+      add_candidate (c, join (opts->parent_dirs[i], names.v[k].path),
+                     fmt ("file name in %s, looked up in parent-dir %s",
+                          names.v[k].from, opts->parent_dirs[i]));
   for (k = 0; k < located.n; k++) {
-    add_candidate (c, located.paths[k]);
-    located.paths[k] = NULL;
+    add_candidate (c, located.v[k].path, located.v[k].from);
+    located.v[k].path = located.v[k].from = NULL;
   }
   for (k = 0; k < names.n; k++)
-    add_candidate (c, join (child_dir, names.paths[k]));
+    add_candidate (c, join (child_dir, names.v[k].path),
+                   fmt ("file name in %s, looked up in the child's "
+                        "directory",
+                        names.v[k].from));
 
   free_candidates (&located);
   free_candidates (&names);
+}
+
+/* ------------------------------------------------------------ confine */
+
+struct place {
+  char *path;
+  bool dir;                     /* a directory (else exactly this file) */
+  bool real;                    /* realpath(3) spelling */
+};
+
+struct vhd_confine {
+  struct place *v;
+  size_t n;
+};
+
+/* path made absolute (against the working directory) with ".", ".."
+ * and repeated slashes removed, without looking at the file system. */
+static char *
+lexical_path (const char *path)
+{
+  char *abs = NULL, *out, *comp, *save = NULL;
+  size_t n = 0, len;
+
+  if (path[0] == '/')
+    abs = strdup (path);
+  else {
+    char *cwd = getcwd (NULL, 0);
+    if (cwd)
+      abs = fmt ("%s/%s", cwd, path);
+    free (cwd);
+  }
+  if (abs == NULL)
+    return NULL;
+  out = malloc (strlen (abs) + 2);
+  if (out == NULL) {
+    free (abs);
+    return NULL;
+  }
+  for (comp = strtok_r (abs, "/", &save); comp;
+       comp = strtok_r (NULL, "/", &save)) {
+    if (strcmp (comp, ".") == 0)
+      continue;
+    if (strcmp (comp, "..") == 0) {
+      while (n > 0 && out[n - 1] != '/')
+        n--;
+      if (n > 0)
+        n--;
+      continue;
+    }
+    len = strlen (comp);
+    out[n++] = '/';
+    memcpy (out + n, comp, len);
+    n += len;
+  }
+  if (n == 0)
+    out[n++] = '/';
+  out[n] = '\0';
+  free (abs);
+  return out;
+}
+
+/* Is path strictly inside directory dir (both absolute, normalized)?
+ * A prefix must end at a path component: /srv/a holds /srv/a/x and
+ * /srv/a/b/x, not /srv/ab/x. */
+static bool
+is_inside (const char *dir, const char *path)
+{
+  size_t len = strlen (dir);
+
+  if (strcmp (dir, "/") == 0)
+    return path[0] == '/' && path[1] != '\0';
+  return strncmp (path, dir, len) == 0 && path[len] == '/';
+}
+
+/* Takes path; NULL (a directory or file that does not exist) is
+ * skipped.  -1 when out of memory. */
+static int
+add_place (struct vhd_confine *cf, char *path, bool dir, bool real)
+{
+  struct place *p;
+
+  if (path == NULL)
+    return 0;
+  p = realloc (cf->v, (cf->n + 1) * sizeof *p);
+  if (p == NULL) {
+    free (path);
+    return -1;
+  }
+  cf->v = p;
+  cf->v[cf->n++] = (struct place) { path, dir, real };
+  return 0;
+}
+
+struct vhd_confine *
+vhd_confine_new (const struct vhd_open_options *opts, const char *top_dir,
+                 const char *top_dir_given)
+{
+  struct vhd_confine *cf = calloc (1, sizeof *cf);
+  char *top = strdup (top_dir);
+  size_t i;
+  int r = 0;
+
+  if (cf == NULL || top == NULL) {
+    free (top);
+    goto nomem;
+  }
+  r |= add_place (cf, top, true, true);
+  if (top_dir_given)
+    r |= add_place (cf, lexical_path (top_dir_given), true, false);
+  for (i = 0; i < opts->n_parent_dirs; i++) {
+    r |= add_place (cf, realpath (opts->parent_dirs[i], NULL), true, true);
+    r |= add_place (cf, lexical_path (opts->parent_dirs[i]), true, false);
+  }
+  for (i = 0; i < opts->n_parent_files; i++) {
+    r |= add_place (cf, realpath (opts->parent_files[i], NULL), false, true);
+    r |= add_place (cf, lexical_path (opts->parent_files[i]), false, false);
+  }
+  if (r == 0)
+    return cf;
+
+ nomem:
+  vhd_error ("%s: %m", top_dir);
+  vhd_confine_free (cf);
+  return NULL;
+}
+
+void
+vhd_confine_free (struct vhd_confine *cf)
+{
+  size_t i;
+
+  if (cf == NULL)
+    return;
+  for (i = 0; i < cf->n; i++)
+    free (cf->v[i].path);
+  free (cf->v);
+  free (cf);
+}
+
+/* Is path (absolute, normalized) in an allowed place?  real_only: the
+ * realpath(3) spellings only. */
+static bool
+allowed (const struct vhd_confine *cf, const char *path, bool real_only)
+{
+  size_t i;
+
+  for (i = 0; i < cf->n; i++) {
+    const struct place *p = &cf->v[i];
+    if (real_only && !p->real)
+      continue;
+    if (p->dir ? is_inside (p->path, path) : strcmp (p->path, path) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Where a candidate is.  NULL if it does not exist, or (with *refusal
+ * set) if confine-parents refuses it, which is decided without opening
+ * it and, when its path as written is outside, without touching it. */
+static char *
+locate (const struct vhd_confine *cf, const char *candidate,
+        const char **refusal)
+{
+  char *path, *real;
+
+  *refusal = NULL;
+  if (cf) {
+    char *lex = lexical_path (candidate);
+    bool ok = lex && allowed (cf, lex, false);
+
+    free (lex);
+    if (!ok) {
+      *refusal = "outside the allowed directories";
+      return NULL;
+    }
+  }
+  path = resolve_case_insensitive (candidate);
+  if (path == NULL || cf == NULL)
+    return path;
+  real = realpath (path, NULL);
+  free (path);
+  if (real && !allowed (cf, real, true)) {
+    *refusal = "its real path is outside the allowed directories";
+    free (real);
+    return NULL;
+  }
+  return real;
 }
 
 /* Check mode: candidates are opened quietly (only the parent's own
@@ -288,12 +549,13 @@ reopen_reporting (struct vhd_file **p, const struct vhd_open_options *opts)
 int
 vhd_find_parent (const struct vhd_file *child,
                  const struct vhd_open_options *opts,
+                 const struct vhd_confine *cf,
                  struct vhd_file **parent)
 {
   struct candidates c = { NULL, 0 };
   struct vhd_file *mismatch = NULL;
   char *dir_copy = strdup (child->path);
-  char tried[2048] = "";
+  char tried[2048] = "", refused[1024] = "", refused_note[1100] = "";
   char want[37], got[37], why[256];
   struct vhd_open_options quiet = *opts;
   size_t i;
@@ -311,12 +573,21 @@ vhd_find_parent (const struct vhd_file *child,
   collect_candidates (child, opts, dirname (dir_copy), &c);
 
   for (i = 0; i < c.n; i++) {
-    char *path = resolve_case_insensitive (c.paths[i]);
+    const char *refusal;
+    char *path = locate (cf, c.v[i].path, &refusal);
     struct vhd_file *p;
 
-    if (strlen (tried) + strlen (c.paths[i]) + 4 < sizeof tried)
-      snprintf (tried + strlen (tried), sizeof tried - strlen (tried),
-                "%s%s", tried[0] ? ", " : "", c.paths[i]);
+    if (refusal) {
+      char *item = fmt ("%s (from %s)", c.v[i].path, c.v[i].from);
+
+      vhd_debug ("%s: confine-parents: parent candidate %s refused: %s",
+                 child->path, item ? item : c.v[i].path, refusal);
+      if (item)
+        list_add (refused, sizeof refused, item);
+      free (item);
+      continue;
+    }
+    list_add (tried, sizeof tried, c.v[i].path);
     if (path == NULL)
       continue;
     why[0] = '\0';
@@ -347,6 +618,13 @@ vhd_find_parent (const struct vhd_file *child,
       vhd_file_close (p);
   }
 
+  /* Whatever the failure, say what confine-parents kept out: the parent
+   * may well be one of those. */
+  if (refused[0])
+    snprintf (refused_note, sizeof refused_note,
+              "; refused by confine-parents (outside the allowed "
+              "directories): %s", refused);
+
   vhd_uuid_format (child->header.parent_id, want);
   if (mismatch && opts->problem) {
     /* Check mode: report, then examine the rest of the chain through
@@ -354,7 +632,8 @@ vhd_find_parent (const struct vhd_file *child,
     vhd_uuid_format (mismatch->footer.unique_id, got);
     vhd_report (opts, VHD_ERROR, child->path, "parent",
                 "", "parent id mismatch: the child expects parent id %s, "
-                "but %s has id %s", want, mismatch->path, got);
+                "but %s has id %s%s", want, mismatch->path, got,
+                refused_note);
     if (reopen_reporting (&mismatch, opts) == 0) {
       *parent = mismatch;
       mismatch = NULL;
@@ -366,8 +645,8 @@ vhd_find_parent (const struct vhd_file *child,
     vhd_uuid_format (mismatch->footer.unique_id, got);
     if (opts->ignore_id_mismatch) {
       vhd_warning ("%s: parent id mismatch ignored: child expects parent "
-                   "id %s, %s has id %s", child->path, want, mismatch->path,
-                   got);
+                   "id %s, %s has id %s%s", child->path, want,
+                   mismatch->path, got, refused_note);
       *parent = mismatch;
       mismatch = NULL;
       ret = 0;
@@ -375,16 +654,21 @@ vhd_find_parent (const struct vhd_file *child,
     }
     vhd_error ("%s: parent id mismatch: the child expects parent id %s, "
                "but %s has id %s (use the ignore-id-mismatch option to "
-               "open it anyway)", child->path, want, mismatch->path, got);
+               "open it anyway)%s", child->path, want, mismatch->path, got,
+               refused_note);
     errno = EINVAL;
   }
   else {
+    /* The refused candidates go first: the message has a size limit,
+     * and the list of what was tried can be long. */
     vhd_report (opts, VHD_ERROR, child->path, "parent",
                 opts->missing_parent_hint ? opts->missing_parent_hint :
                 "; use the parent or parent-dir option to say where it is",
-                "parent not found (parent id %s, name \"%s\"); tried: %s",
+                "parent not found (parent id %s, name \"%s\")%s; tried: %s",
                 want, child->parent_name ? child->parent_name : "",
-                tried[0] ? tried : "nothing (no locators, no parent name)");
+                refused_note,
+                tried[0] ? tried : refused[0] ? "nothing else" :
+                "nothing (no locators, no parent name)");
     errno = ENOENT;
   }
 

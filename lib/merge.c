@@ -329,11 +329,15 @@ open_chains (struct merge *m, const char *file)
 {
   struct vhd_open_options unlocked = {
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
+    .confine_parents = m->p->confine_parents,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
+    .confine_parents = m->p->confine_parents,
   };
+  char *dir = NULL;
   unsigned i;
+  int r = -1;
 
   if (vhd_chain_open (file, &unlocked, &m->locks) == -1 ||
       pick_target (m, file) == -1)
@@ -341,12 +345,20 @@ open_chains (struct merge *m, const char *file)
   for (i = 0; i < m->k; i++)
     if (vhd_lock_file (m->locks->layers[i], true) == -1)
       return -1;
-  if (vhd_chain_open (m->locks->layers[m->k]->path, &writable,
-                      &m->target) == -1 ||
+  /* T's chain is confined to FILE's directory, like FILE's chain. */
+  if ((dir = strdup (m->locks->layers[0]->path)) == NULL) {
+    vhd_error ("%s: %m", file);
+    return -1;
+  }
+  if (vhd_chain_open_confined (m->locks->layers[m->k]->path, &writable,
+                               dirname (dir), &m->target) == -1 ||
       vhd_chain_open (file, &unlocked, &m->view) == -1 ||
       check_same_chains (m) == -1)
-    return -1;
-  return 0;
+    goto out;
+  r = 0;
+ out:
+  free (dir);
+  return r;
 }
 
 /* ------------------------------------------------------------ journal */

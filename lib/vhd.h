@@ -156,6 +156,12 @@ struct vhd_open_options {
   size_t n_parent_files;
   const char *const *parent_dirs;   /* directories to search for parents */
   size_t n_parent_dirs;
+  /* For images from untrusted sources: a parent (at any depth) may only
+   * be a file whose real path (realpath(3)) lies inside the top file's
+   * real directory or one of parent_dirs (subdirectories included), or
+   * is one of parent_files.  A candidate anywhere else is refused before
+   * it is opened, and the search goes on (see locator.c). */
+  bool confine_parents;
   vhd_problem_fn problem;       /* check mode when set (see above) */
   void *problem_opaque;
   /* Appended to "parent not found": how this program's user says where
@@ -298,6 +304,7 @@ int vhd_convert (struct vhd_chain *src, const char *output,
 
 struct vhd_merge_params {
   const char *into;             /* ancestor to merge into; NULL = parent */
+  bool confine_parents;         /* as in struct vhd_open_options */
   vhd_progress_fn progress;
   vhd_step_fn step;
   void *opaque;

@@ -131,6 +131,8 @@ vhd_config (const char *key, const char *value)
     return parse_bool_option (key, value, &options.ignore_checksums);
   else if (strcmp (key, "ignore-id-mismatch") == 0)
     return parse_bool_option (key, value, &options.ignore_id_mismatch);
+  else if (strcmp (key, "confine-parents") == 0)
+    return parse_bool_option (key, value, &options.confine_parents);
   else if (strcmp (key, "max-depth") == 0) {
     if (nbdkit_parse_unsigned ("max-depth", value, &options.max_depth) == -1)
       return -1;
@@ -162,6 +164,8 @@ vhd_config_complete (void)
   "parent-dir=<DIR>       Directory to search for parents by name (repeatable).\n" \
   "ignore-checksums=true  Open files whose footer/header checksums are wrong.\n" \
   "ignore-id-mismatch=true Accept a parent whose unique id differs (risky).\n" \
+  "confine-parents=true   Parents only from FILENAME's directory, parent-dir=\n" \
+  "                       directories and parent= files (untrusted images).\n" \
   "max-depth=<N>          Refuse chains deeper than N layers (default 256)."
 
 /* Open the chain now: errors reach the user's terminal, and relative

@@ -55,6 +55,16 @@ vg "check --json" 0 "$V" check --json gchild.vhd
 vg "map" 0 "$V" map gchild.vhd
 vg "convert chain->dynamic" 0 "$V" convert gchild.vhd flat.vhd
 vg "convert chain->fixed" 0 "$V" convert -t fixed gchild.vhd flatfixed.vhd
+mkdir up
+"$V" create -p child.vhd up/c.vhd > /dev/null
+vg "info --confine-parents (parent outside: fails)" 1 \
+  "$V" info --confine-parents up/c.vhd
+vg "check --confine-parents (parent outside: problems)" 1 \
+  "$V" check --confine-parents up/c.vhd
+vg "map --confine-parents --parent-dir" 0 \
+  "$V" map --confine-parents --parent-dir . up/c.vhd
+vg "merge --confine-parents (parent outside: fails)" 1 \
+  "$V" merge --confine-parents up/c.vhd
 cp conv.vhd other.vhd
 vg "set-parent" 0 "$V" set-parent child.vhd other.vhd
 vg "merge" 0 "$V" merge gchild.vhd

@@ -18,7 +18,8 @@
 static void
 check_help (void)
 {
-  printf ("Usage: vhdtool check [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
+  printf ("Usage: vhdtool check [--json] [--parent FILE]... [--parent-dir DIR]...\n"
+          "                     [--confine-parents] FILE\n"
           "\n"
           "Examine FILE and its whole chain of parents and report every\n"
           "problem found: checksums, footer copy, header fields, BAT entries,\n"
@@ -158,7 +159,7 @@ cmd_check (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': json = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR:
+    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1) {
         parent_options_free (&o);
         return EXIT_CANNOT_CHECK;

@@ -11,7 +11,8 @@ static void
 convert_help (void)
 {
   printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
-          "                       [--parent-dir DIR]... FILE OUTPUT\n"
+          "                       [--parent-dir DIR]... [--confine-parents]\n"
+          "                       FILE OUTPUT\n"
           "\n"
           "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
           "The source files are only read; an existing OUTPUT is never\n"
@@ -58,7 +59,7 @@ cmd_convert (int argc, char **argv)
       }
       break;
     case 'p': want_progress = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR:
+    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
       break;

@@ -212,7 +212,7 @@ cmd_info (int argc, char **argv)
     case 'j': json = true; break;
     case 'C': o.ignore_checksums = true; break;
     case 'I': o.ignore_id_mismatch = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR:
+    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
       break;

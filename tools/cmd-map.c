@@ -11,7 +11,8 @@
 static void
 map_help (void)
 {
-  printf ("Usage: vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
+  printf ("Usage: vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]...\n"
+          "                   [--confine-parents] FILE\n"
           "\n"
           "Show which file of FILE's chain supplies each byte range of the\n"
           "disk, and which ranges no file holds (they read as zeros).\n"
@@ -76,7 +77,7 @@ cmd_map (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': m.json = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR:
+    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
       break;

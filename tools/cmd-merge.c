@@ -10,7 +10,7 @@
 static void
 merge_help (void)
 {
-  printf ("Usage: vhdtool merge [--into ANCESTOR] [-p] FILE\n"
+  printf ("Usage: vhdtool merge [--into ANCESTOR] [--confine-parents] [-p] FILE\n"
           "\n"
           "Merge the differencing disk FILE into its parent, or with --into\n"
           "FILE and every disk between it and ANCESTOR into ANCESTOR, which\n"
@@ -19,6 +19,9 @@ merge_help (void)
           "by running the same command again.\n"
           "\n"
           "  --into ANCESTOR   the ancestor to merge into (default: the parent)\n"
+          "  --confine-parents refuse parents outside FILE's directory (and\n"
+          "                    its subdirectories): never open, rewrite or\n"
+          "                    remove a file a locator names elsewhere\n"
           "  -p, --progress    show a progress bar (on a terminal)\n");
 }
 
@@ -28,6 +31,7 @@ cmd_merge (int argc, char **argv)
   static const struct option long_opts[] = {
     { "into", required_argument, NULL, 'i' },
     { "progress", no_argument, NULL, 'p' },
+    { "confine-parents", no_argument, NULL, OPT_CONFINE_PARENTS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -40,6 +44,7 @@ cmd_merge (int argc, char **argv)
     switch (ch) {
     case 'i': p.into = optarg; break;
     case 'p': want_progress = true; break;
+    case OPT_CONFINE_PARENTS: p.confine_parents = true; break;
     case 'h':
       merge_help ();
       return EXIT_OK;

@@ -143,6 +143,10 @@ append (const char *const **list, size_t *n, const char *v)
 int
 parent_option (struct vhd_open_options *o, int ch, const char *arg)
 {
+  if (ch == OPT_CONFINE_PARENTS) {
+    o->confine_parents = true;
+    return 0;
+  }
   if (ch == OPT_PARENT)
     return append (&o->parent_files, &o->n_parent_files, arg);
   return append (&o->parent_dirs, &o->n_parent_dirs, arg);

@@ -32,18 +32,25 @@ void usage_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void json_string (FILE *fp, const char *s);
 void human_size (uint64_t bytes, char *buf, size_t len);
 
-/* util.c: --parent FILE and --parent-dir DIR, the parent search of the
- * commands that read a chain without changing it (info, check, map,
- * convert).  Long options with these values, parsed by parent_option
- * into the candidate lists of a struct vhd_open_options, which
- * parent_options_free releases. */
-enum { OPT_PARENT = 0x100, OPT_PARENT_DIR };
+/* util.c: --parent FILE, --parent-dir DIR and --confine-parents, the
+ * parent search of the commands that read a chain without changing it
+ * (info, check, map, convert).  Long options with these values, parsed
+ * by parent_option into a struct vhd_open_options (the candidate lists,
+ * which parent_options_free releases, and confine_parents). */
+enum { OPT_PARENT = 0x100, OPT_PARENT_DIR, OPT_CONFINE_PARENTS };
 #define PARENT_LONG_OPTIONS \
   { "parent", required_argument, NULL, OPT_PARENT }, \
-  { "parent-dir", required_argument, NULL, OPT_PARENT_DIR }
+  { "parent-dir", required_argument, NULL, OPT_PARENT_DIR }, \
+  { "confine-parents", no_argument, NULL, OPT_CONFINE_PARENTS }
 #define PARENT_OPTIONS_HELP \
   "  --parent FILE         a candidate parent (repeatable)\n" \
-  "  --parent-dir DIR      a directory to search for parents (repeatable)\n"
+  "  --parent-dir DIR      a directory to search for parents (repeatable)\n" \
+  CONFINE_PARENTS_HELP
+#define CONFINE_PARENTS_HELP \
+  "  --confine-parents     take parents only from FILE's directory, the\n" \
+  "                        --parent-dir directories (with subdirectories)\n" \
+  "                        and the --parent files; never open a file a\n" \
+  "                        locator names elsewhere (untrusted images)\n"
 #define PARENT_OPTIONS_HINT \
   "; use --parent or --parent-dir to say where it is"
 /* Returns -1 (after a message) when out of memory. */
