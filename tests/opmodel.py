@@ -258,8 +258,12 @@ recent = []
 
 
 def gen_range():
-    off = gen_off()
-    n = gen_len(off)
+    if rng.random() < 0.04:
+        # One byte of the last sector (partial when the size is odd).
+        off, n = size - 1 - rng.randrange(size % 512 or 512), 1
+    else:
+        off = gen_off()
+        n = gen_len(off)
     recent.append(off)
     recent.append(off + n)
     del recent[:-16]
