@@ -7,9 +7,10 @@
  * in the overlay file, zero), as store.c documents it: a write makes
  * every sector it touches data; a zero makes the whole sectors it
  * covers zero and the partial first and last ones data; untouched
- * sectors read through to below.  With a size limit, whether a request
+ * sectors read through to below.  With a size limit, whether a write
  * is refused with ENOSPC is predicted exactly from the data sectors
- * (a refused request must change nothing).  Any disagreement aborts.
+ * (a refused write must change nothing; a zero is never refused, as
+ * nbdkit-overlay-filter(1) says).  Any disagreement aborts.
  *
  * Input (all little-endian; the ops go on while bytes are left):
  *
@@ -318,11 +319,13 @@ do_write (struct store *st, uint64_t off, uint64_t len, const uint8_t *data)
   uint64_t s1 = (end + SECTOR - 1) / SECTOR;
   uint64_t add = 0, have = data_sectors ();
   bool zero = data == NULL, enospc;
+  const char *what = zero ? "zero" : "write";
   int err = 0, r;
 
   for (uint64_t s = s0; s < s1; s++)
     add += new_state (s, off, end, zero) == S_DATA && state[s] != S_DATA;
-  enospc = len > 0 && limit && (have + add) * SECTOR > limit;
+  /* Zeros are never refused, though their partial sectors count. */
+  enospc = len > 0 && limit && !zero && (have + add) * SECTOR > limit;
 
   armed = true;
   below_failed = false;
@@ -334,15 +337,15 @@ do_write (struct store *st, uint64_t off, uint64_t len, const uint8_t *data)
   n_enospc += r == -1 && err == ENOSPC;
   n_failed += r == -1 && err != ENOSPC;
   if (r == -1 && err == ENOSPC) {
-    CHECK (enospc, "write %lu+%lu refused (ENOSPC) with %lu + %lu data "
-           "sectors", (unsigned long) off, (unsigned long) len,
+    CHECK (enospc, "%s %lu+%lu refused (ENOSPC) with %lu + %lu data "
+           "sectors", what, (unsigned long) off, (unsigned long) len,
            (unsigned long) have, (unsigned long) add);
     /* Nothing changed: the reads and maps around show the old model. */
   }
   else if (r == -1) {
     CHECK (below_failed && err == EIO && !enospc,
-           "write %lu+%lu failed (err %d), below did not",
-           (unsigned long) off, (unsigned long) len, err);
+           "%s %lu+%lu failed (err %d), below did not",
+           what, (unsigned long) off, (unsigned long) len, err);
     /* A failed write may have done part of its work: each byte shows
      * its old or its new value, each sector its old or its new state.
      * Adopt what the store shows. */
@@ -368,8 +371,8 @@ do_write (struct store *st, uint64_t off, uint64_t len, const uint8_t *data)
   }
   else {
     CHECK (r == 0 && !enospc,
-           "write %lu+%lu returned %d, ENOSPC expected: %d",
-           (unsigned long) off, (unsigned long) len, r, enospc);
+           "%s %lu+%lu returned %d, ENOSPC expected: %d",
+           what, (unsigned long) off, (unsigned long) len, r, enospc);
     for (uint64_t s = s0; s < s1 && len > 0; s++)
       state[s] = new_state (s, off, end, zero);
     if (zero)

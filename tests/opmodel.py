@@ -23,8 +23,9 @@ disk's end, single bytes of the last partial sector):
              mode is relaxed; nbdkit then refuses them before any
              plugin or filter sees them): must fail or succeed without
              changing anything or breaking the connection
-  (--enospc: a write, zero or trim refused with ENOSPC, for an
-  overlay size limit, must have changed nothing)
+  (--enospc, for an overlay size limit: a write refused with ENOSPC
+  must have changed nothing; zeros and trims are never refused, as
+  nbdkit-overlay-filter(1) promises)
   batch      (--aio) many requests in flight at once on byte ranges that
              do not overlap (often adjacent sub-sector pieces of the
              same sectors), each checked as above
@@ -272,10 +273,10 @@ def gen_range():
 # ------------------------------------------------------------ requests
 
 
-def refused(e):
-    """With --enospc (an overlay size limit), a write, zero or trim may
-    be refused for lack of space; then it must have changed nothing."""
-    if a.enospc and e.errnum == errno.ENOSPC:
+def refused(e, kind):
+    """With --enospc (an overlay size limit), a write may be refused
+    for lack of space; then it must have changed nothing."""
+    if a.enospc and kind == "w" and e.errnum == errno.ENOSPC:
         stats["enospc"] += 1
         return True
     return False
@@ -288,13 +289,13 @@ def req(desc, fn, *args):
         fail("%s: %s" % (desc, e))
 
 
-def change(desc, fn, *args):
-    """req for a write, zero or trim: False if refused (--enospc)."""
+def change(desc, kind, fn, *args):
+    """req for a write or trim: False if refused (--enospc)."""
     try:
         fn(*args)
         return True
     except nbd.Error as e:
-        if refused(e):
+        if refused(e, kind):
             return False
         fail("%s: %s" % (desc, e))
 
@@ -304,7 +305,7 @@ def do_write(off, n):
     fl = nbd.CMD_FLAG_FUA if can_fua and rng.random() < 0.15 else 0
     desc = "pwrite(%d bytes, %d%s)" % (n, off, ", FUA" if fl else "")
     note(desc)
-    if change(desc, h.pwrite, data, off, fl):
+    if change(desc, "w", h.pwrite, data, off, fl):
         define(off, data)
     stats["write"] += 1
 
@@ -337,8 +338,6 @@ def do_zero(off, n):
                                                         errno.EOPNOTSUPP):
             stats["fastzero_refused"] += 1
             return
-        if refused(e):
-            return
         fail("%s: %s" % (desc, e))
     define(off, bytes(n))
     stats["zero"] += 1
@@ -349,7 +348,7 @@ def do_zero(off, n):
 def do_trim(off, n):
     desc = "trim(%d, %d)" % (n, off)
     note(desc)
-    if change(desc, h.trim, n, off):
+    if change(desc, "t", h.trim, n, off):
         unc[off:off + n] = b"\1" * n
     stats["trim"] += 1
 
@@ -491,7 +490,7 @@ def do_batch():
         try:
             h.aio_command_completed(ck)
         except nbd.Error as e:
-            if kind != "r" and refused(e):
+            if refused(e, kind):
                 continue
             fail("%s (in a batch): %s" % (desc, e))
         if kind == "w":
