@@ -17,7 +17,7 @@
 # below are unchanged (sha256), and a new connection sees them again.
 #
 # MODEL_SEED (default 1) seeds the first configuration, each next one
-# the seed after; MODEL_OPS (default 3000) is the number of requests
+# the seed after; MODEL_OPS (default 2000) is the number of requests
 # per configuration.  A failure prints the request number, the seed and
 # the last requests.
 
@@ -32,7 +32,7 @@ for p in file memory; do
 done
 
 seed=${MODEL_SEED:-1}
-ops=${MODEL_OPS:-3000}
+ops=${MODEL_OPS:-2000}
 M=$((1024 * 1024))
 K=1024
 cd "$tmp"
