@@ -723,12 +723,19 @@ store_write (struct store *s, const void *buf, uint32_t count,
 
   /* Reserve the new data before writing anything: requests on other
    * stripes run concurrently, so the check and the reservation must be
-   * one atomic step. */
-  /* Zero and trim are never refused for the limit (see the man page):
-   * their partial edge sectors, at most two, may go past it. */
-  if (!zero && s->limit) {
-    uint64_t add = count_new_data (s, a0 / SECTOR, a1 / SECTOR), have;
+   * one atomic step.  Zero and trim requests are never refused
+   * (nbdkit-overlay-filter(1) promises it, and test-overlay.sh zeroes
+   * part of a sector at the limit): the partial first and last
+   * sectors they keep as data are counted afterwards, in delta. */
+  if (s->limit && !zero) {
+    uint64_t add = 0, have;
 
+    if (m0 < m1)
+      add += count_new_data (s, m0 / SECTOR, m1 / SECTOR);
+    if (a0 < m0)                /* partial first sector */
+      add += count_new_data (s, a0 / SECTOR, a0 / SECTOR + 1);
+    if (m1 < end && m1 >= m0)   /* partial last sector, if another one */
+      add += count_new_data (s, m1 / SECTOR, m1 / SECTOR + 1);
     have = __atomic_load_n (&s->data_sectors, __ATOMIC_RELAXED);
 
     do {

@@ -7,6 +7,12 @@
 #   fuzz-chain  containers (fuzz/common.h) of top a.vhd + parents b.vhd
 #               (+ c.vhd), flags 0 and 5 (ignore checksums, write a copy)
 #   fuzz-check  the single files, and the chains behind FUZZ_CHECK_MAGIC
+#   fuzz-store  op sequences (fuzz/fuzz-store.c): small disks of odd
+#               sizes, every block size, with and without a size limit
+#               and failing reads from below
+# "fuzz/mkseeds.sh fuzz-store" regenerates only those (no vhdtool
+# needed, and the other corpora, whose files vary from run to run
+# with UUIDs and timestamps, are left alone).
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 vhdtool=${VHDTOOL:-$top/tools/vhdtool}
@@ -14,6 +20,52 @@ gen="python3 $top/tests/vhdgen.py"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 out=$top/fuzz/corpus
+
+# ---- fuzz-store: the input format is described in fuzz/fuzz-store.c
+mkdir -p "$out/fuzz-store"
+python3 - "$out/fuzz-store" <<'PY'
+import random, sys
+out = sys.argv[1]
+
+def header(size, bshift, limit=None, fail=0):
+    lim = 0 if limit is None else 0x80 | (limit // 1000 - 1)
+    return (size - 1).to_bytes(3, "little") + bytes([bshift, lim, fail])
+
+def op(kind, omode, lmode, x, y, extra=b""):
+    return (bytes([kind | omode << 3 | lmode << 5]) + x.to_bytes(3, "little")
+            + y.to_bytes(3, "little") + extra)
+
+def ops(rng, n, kinds="0123456701201711"):
+    b = b""
+    for _ in range(n):
+        k = int(rng.choice(kinds))
+        extra = b""
+        if k in (0, 6):
+            extra = bytes([rng.randrange(256)])
+        elif k == 5:
+            m = rng.randint(1, 64)
+            extra = bytes([m]) + rng.randbytes(m)
+        b += op(k, rng.randrange(4), rng.randrange(8), rng.randrange(1 << 24),
+                rng.randrange(1 << 24), extra)
+    return b
+
+seeds = {
+    # size, block shift, limit, fail every, ops, kinds
+    "mixed-4k": (200000, 0, None, 0, 60, None),
+    "big-64k": (393000, 4, None, 0, 50, "1711001233"),
+    "limit-8k": (300000, 1, 41000, 0, 60, "0000561123"),
+    "limit-odd": (77777, 2, 9000, 0, 50, None),
+    "failing-below-16k": (100000, 2, None, 3, 50, None),
+    "tail-32k": (5000, 3, None, 0, 40, None),
+    "one-byte": (1, 0, None, 0, 10, None),
+}
+for i, (name, (size, bsh, lim, fail, n, kinds)) in enumerate(sorted(seeds.items())):
+    rng = random.Random(i + 1)
+    data = header(size, bsh, lim, fail) + ops(rng, n, kinds or "0123456701201711")
+    open("%s/%s" % (out, name), "wb").write(data)
+PY
+[ "${1:-}" = fuzz-store ] && exit 0
+
 mkdir -p "$out/fuzz-open" "$out/fuzz-chain" "$out/fuzz-check"
 
 # ---- single files

@@ -10,7 +10,7 @@
 
 . "${top_srcdir:-.}/tests/functions.sh"
 
-for t in fuzz-open fuzz-chain fuzz-check; do
+for t in fuzz-open fuzz-chain fuzz-check fuzz-store; do
   prog=$top_builddir/fuzz/$t-standalone
   if [ ! -x "$prog" ]; then
     skip "$t: $prog not built"
