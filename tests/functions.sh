@@ -107,6 +107,16 @@ check_fails () {
   fi
 }
 
+# out_has DESC REGEX: the output of the previous check matches REGEX.
+out_has () {
+  if grep -Eq -- "$2" "$tmp/.out"; then
+    pass "$1"
+  else
+    fail "$1 (wanted /$2/)"
+    diag_file "$tmp/.out"
+  fi
+}
+
 # check_same DESC FILE1 FILE2: byte-identical files.
 check_same () {
   if cmp "$2" "$3" > "$tmp/.out" 2>&1; then

@@ -19,6 +19,17 @@ command -v nbdsh > /dev/null || skip_all "nbdsh not installed"
 M=$((1024 * 1024))
 
 used_kib () { du -k "$1" | cut -f1; }
+# space_freed DESC FILE BEFORE_KIB MIN_KIB: FILE now uses at least
+# MIN_KIB less than BEFORE_KIB.
+space_freed () {
+  local after
+  after=$(used_kib "$2")
+  if [ "$after" -le $(($3 - $4)) ]; then
+    pass "$1 (${3} KiB used before, ${after} KiB after)"
+  else
+    fail "$1: ${3} KiB used before, ${after} KiB after"
+  fi
+}
 
 # ---------------------------------------------------------------- trim
 
@@ -35,12 +46,7 @@ h.trim($((8 * M)) - 100, 0)
 h.flush()
 assert h.pread($((8 * M)) - 512, 0) == bytes($((8 * M)) - 512)
 assert h.pread(512, $((8 * M)) - 512) == keep'"
-after=$(used_kib "$tmp/dyn.vhd")
-if [ "$after" -le $((before - 7 * 1024)) ]; then
-  pass "trim gave the space back (${before} KiB used before, ${after} KiB after)"
-else
-  fail "trim gave no space back (${before} KiB used before, ${after} KiB after)"
-fi
+space_freed "trim gave the space back" "$tmp/dyn.vhd" "$before" $((7 * 1024))
 check "vhdtool check passes after the trim" "$VHDTOOL" check "$tmp/dyn.vhd"
 check "qemu-img reads the trimmed range as zeros" /usr/bin/python3 -c '
 import subprocess, sys
@@ -93,12 +99,7 @@ before=$(used_kib "$tmp/fixed.vhd")
 check "trim a fixed disk: zeros" serve "$tmp/fixed.vhd" -- "nbdsh -u \"\$uri\" -c '
 h.trim($((6 * M)), $M); h.flush()
 assert h.pread($((6 * M)), $M) == bytes($((6 * M)))'"
-after=$(used_kib "$tmp/fixed.vhd")
-if [ "$after" -le $((before - 5 * 1024)) ]; then
-  pass "trim of the fixed disk gave the space back (${before} -> ${after} KiB)"
-else
-  fail "trim of the fixed disk gave no space back (${before} -> ${after} KiB)"
-fi
+space_freed "trim of the fixed disk gave the space back" "$tmp/fixed.vhd" "$before" $((5 * 1024))
 check "vhdtool check passes on the fixed disk" "$VHDTOOL" check "$tmp/fixed.vhd"
 
 # ---------------------------------------------------------------- fast zero

@@ -136,16 +136,6 @@ no_leak () {
   fi
 }
 
-# out_has DESC REGEX: the output of the previous check matches REGEX.
-out_has () {
-  if grep -Eq -- "$2" "$tmp/.out"; then
-    pass "$1"
-  else
-    fail "$1 (wanted /$2/)"
-    diag_file "$tmp/.out"
-  fi
-}
-
 refused_re='refused by confine-parents \(outside the allowed directories\)'
 
 # ------------------------------------------------------------ outside routes

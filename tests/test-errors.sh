@@ -33,16 +33,6 @@ startup_fails () {
   fi
 }
 
-# out_has DESC REGEX: the output of the previous check matches REGEX.
-out_has () {
-  if grep -Eq -- "$2" "$tmp/.out"; then
-    pass "$1"
-  else
-    fail "$1 (wanted /$2/)"
-    diag_file "$tmp/.out"
-  fi
-}
-
 # Daemons: start_daemon NAME ARGS... serves ARGS on $d/NAME.sock.
 daemons=()
 start_daemon () {
