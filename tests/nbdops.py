@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""nbdops.py [--trim-keeps] URI MODEL OPSFILE [MAPJSON]
+"""nbdops.py [--trim-sectors] URI MODEL OPSFILE [MAPJSON]
 
 Apply each line of OPSFILE to the NBD export at URI and to MODEL, a raw
 file holding what the export must show; log the byte ranges written or
@@ -15,9 +15,12 @@ and SIZE.  Lines:
                      odd offsets and lengths) inside [LO, HI)
   z OFF LEN          zero            (model: zeros)
   Z OFF LEN          zero, FAST_ZERO (model: zeros)
-  t OFF LEN          trim            (model: zeros; unchanged with
-                     --trim-keeps, for the vhd plugin whose trim keeps
-                     content)
+  t OFF LEN          trim            (model: zeros; with
+                     --trim-sectors, for the vhd plugin, whose trim
+                     punches out whole sectors the top file holds:
+                     read back at once, each whole sector of the range
+                     must read as before or as zeros, partial sectors
+                     as before, and the model takes what was read)
   f                  flush
   v                  compare the whole export with MODEL
 
@@ -26,8 +29,8 @@ Used by the shell tests; the system python has the nbd module.
 import nbd, random, sys
 K = 1024; M = K * K
 args = sys.argv[1:]
-trim_keeps = args[:1] == ["--trim-keeps"]
-if trim_keeps:
+trim_sectors = args[:1] == ["--trim-sectors"]
+if trim_sectors:
     args = args[1:]
 uri, model, opsfile = args[:3]
 mapjson = args[3] if len(args) > 3 else None
@@ -57,12 +60,33 @@ def write(off, data, flags=0):
 def zero(off, n, how):
     if how == "t":
         h.trim(n, off)
-        if trim_keeps:
+        if trim_sectors:
+            trimmed(off, n)
             return
     else:
         h.zero(n, off, nbd.CMD_FLAG_FAST_ZERO if how == "Z" else 0)
     mf.seek(off); mf.write(bytes(n))
     log.write("z %d %d\n" % (off, n))
+
+def trimmed(off, n):
+    """Check [off, off+n) after a trim: whole sectors old or zero,
+    partial ones old; then the model takes what the disk shows."""
+    S = 512
+    mf.seek(off); old = mf.read(n)
+    got = bytearray()
+    for p in range(0, n, 4 * M):
+        got += h.pread(min(4 * M, n - p), off + p)
+    pos = 0
+    while pos < n:
+        sec_end = min(n, (off + pos) // S * S + S - off)
+        o, g = old[pos:sec_end], bytes(got[pos:sec_end])
+        whole = (off + pos) % S == 0 and sec_end - pos == S
+        if g != o and not (whole and g == bytes(S)):
+            sys.exit("trim at %d+%d: bytes at %d read %r, were %r"
+                     % (off, n, off + pos, g[:16], o[:16]))
+        pos = sec_end
+    mf.seek(off); mf.write(got)
+    log.write("t %d %d\n" % (off, n))
 
 def verify():
     mf.flush()
