@@ -492,7 +492,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   map = mmap (NULL, bat_map_bytes (f), PROT_READ | PROT_WRITE,
               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   raw = malloc (BAT_CHUNK);
-  if (map == MAP_FAILED || raw == NULL) {
+  f->bat_pages = calloc ((loaded >> BAT_PAGE_SHIFT) / 32 + 1,
+                         sizeof *f->bat_pages);
+  if (map == MAP_FAILED || raw == NULL || f->bat_pages == NULL) {
     if (map != MAP_FAILED)
       munmap (map, bat_map_bytes (f));
     f->bat_loaded = 0;
@@ -653,6 +655,7 @@ vhd_file_close (struct vhd_file *f)
   free (f->path);
   if (f->bat != NULL)
     munmap (f->bat, bat_map_bytes (f));
+  free (f->bat_pages);
   free (f->parent_name);
   free (f);
   errno = saved_errno;

@@ -46,15 +46,30 @@ static inline void bitmap_set (uint8_t *bm, uint32_t i)
  *
  * The table is stored complemented (~entry), in an anonymous mapping
  * (file.c): an unallocated entry (0xffffffff) is then a zero word, and
- * pages of the table that hold no allocated block are never written, so
- * the kernel never backs them with memory.  A 2040 GiB sparse layer has
- * a 4 MiB BAT; a 32-deep chain of them costs almost no RSS this way
+ * pages of the table that hold no allocated block are never written.
+ * They are never read either: bat_pages has a bit per page (1024
+ * entries) set once the page is written, and an entry of a page never
+ * written is unallocated without looking.  (Reading an untouched page
+ * maps the zero page, which some kernels and sandboxes count as
+ * resident: mapping a whole 2040 GiB layer then cost its full 4 MiB.)
+ * So a 32-deep chain of 2040 GiB sparse layers costs almost no RSS
  * instead of 128 MiB.  Only bat_get/bat_set touch f->bat. */
+#define BAT_PAGE_SHIFT 10
 static inline uint32_t bat_get (const struct vhd_file *f, uint32_t blk)
-{ return ~__atomic_load_n (&f->bat[blk], __ATOMIC_ACQUIRE); }
+{
+  uint32_t page = blk >> BAT_PAGE_SHIFT;
+  if (!(__atomic_load_n (&f->bat_pages[page / 32], __ATOMIC_ACQUIRE) &
+        (1u << (page % 32))))
+    return VHD_BAT_UNUSED;
+  return ~__atomic_load_n (&f->bat[blk], __ATOMIC_ACQUIRE);
+}
 static inline void bat_set (struct vhd_file *f, uint32_t blk, uint32_t v)
-{ __atomic_store_n (&f->bat[blk], ~v, __ATOMIC_RELEASE); }
-
+{
+  uint32_t page = blk >> BAT_PAGE_SHIFT;
+  __atomic_store_n (&f->bat[blk], ~v, __ATOMIC_RELEASE);
+  __atomic_or_fetch (&f->bat_pages[page / 32], 1u << (page % 32),
+                     __ATOMIC_RELEASE);
+}
 /* Byte offset of block blk's data area (after its bitmap). */
 static inline uint64_t block_data_offset (const struct vhd_file *f,
                                           uint32_t entry)

@@ -194,6 +194,8 @@ struct vhd_file {
   uint32_t *bat;                /* host order, complemented (~entry):
                                    see bat_get in internal.h */
   uint64_t bat_loaded;          /* entries in bat: whole BAT sectors */
+  uint32_t *bat_pages;          /* one bit per page of bat ever written:
+                                   see bat_get in internal.h */
   uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
   uint64_t data_end;            /* end of the last allocated block */
   char *parent_name;            /* parent unicode name as UTF-8 */
