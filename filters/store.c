@@ -53,7 +53,12 @@
 
 #define SECTOR 512
 
+/* Both overridable at build time only so that fuzz/fuzz-store, whose
+ * disks are small, reaches the chunk code (whole chunks zeroed, blocks
+ * made inside a zeroed chunk) with a handful of blocks. */
+#ifndef N_STRIPES
 #define N_STRIPES 1024
+#endif
 
 struct block {
   uint8_t bits[1];              /* held bits, then data bits */
@@ -64,8 +69,13 @@ struct block {
 
 /* Block pointers per chunk (32 KiB of pointers), and the sentinel for
  * a chunk whose every block is ZERO_BLOCK. */
+#ifndef CHUNK_BLOCKS
 #define CHUNK_BLOCKS 4096
+#endif
 #define ZERO_CHUNK ((struct block **) 1)
+/* mark_sectors drops a whole chunk holding the locks of its blocks
+ * only, which must then be all the stripes. */
+_Static_assert (CHUNK_BLOCKS >= N_STRIPES, "a chunk spans every stripe");
 
 struct store {
   int fd;
