@@ -216,7 +216,10 @@ if command -v strace > /dev/null; then
   # After link() puts the new file under its name, the directory holding
   # it must be fsync'd (else a power loss can lose the name).
   dir_synced_after_link () {
-    strace -f -qq -e trace=link,openat,fsync -o "$tmp/strace" "$@" > /dev/null 2>&1 &&
+    # LeakSanitizer cannot run under ptrace (sanitizer builds).
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+      strace -f -qq -e trace=link,openat,fsync -o "$tmp/strace" "$@" \
+      > /dev/null 2>&1 &&
     awk '
       /link\(/ && !/unlink/ && / = 0/ { linked = 1; next }
       linked && /O_DIRECTORY/ && / = [0-9]+$/ { fd = $NF; next }
