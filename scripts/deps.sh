@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Install what building and testing nbdkit-vhd needs on Debian 12.
 # Idempotent: installs only packages that are missing.
 set -euo pipefail

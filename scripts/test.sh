@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Quick start, second command: install dependencies, build, run the
 # test suite (make check) in a normal build, the unit tests and vhdtool
 # under valgrind (scripts/valgrind.sh), and the test suite again in an
