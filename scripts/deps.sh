@@ -8,7 +8,7 @@ packages=(
   build-essential autoconf automake libtool pkg-config perl
   nbdkit nbdkit-plugin-dev uuid-dev
   libnbd-bin python3-libnbd libnbd-dev
-  qemu-utils libvhdi-utils fuse3 fio valgrind time strace
+  qemu-utils libvhdi-utils fuse3 fio valgrind time strace bash-completion
 )
 
 missing=()
