@@ -11,14 +11,16 @@
 # git knows, uncommitted changes included, and untracked files git does
 # not ignore), never in the tree itself: dpkg-buildpackage starts with
 # "dh clean", which would remove the build the other scripts made here.
-# OUTDIR keeps the .debs, the .changes, build.log and lintian.log.
+# OUTDIR keeps the .debs (and -dbgsym .debs), the .changes, build.log
+# and lintian.log; a new run replaces them.
 # Prints one line per check and "N passed, N failed"; exits non-zero on
 # any failure.  Needs root (dpkg -i); the packages stay installed.
 set -uo pipefail
+out=${1:-}
+case $out in ""|/*) ;; *) out=$PWD/$out ;; esac
 cd "$(dirname "$0")/.."
 top=$(pwd)
-out=${1:-$top/build-deb}
-case $out in /*) ;; *) out=$(pwd)/$out ;; esac
+out=${out:-$top/build-deb}
 
 passed=0 failed=0
 ok () { passed=$((passed + 1)); echo "ok   $*"; }
@@ -52,7 +54,12 @@ version=$(dpkg-parsechangelog -S Version)           # 0.1.0-1
 upstream=${version#*:}
 upstream=${upstream%-*}                              # 0.1.0
 src=$out/nbdkit-vhd-$upstream
-rm -rf "$out"
+# Only what an earlier run made goes (OUTDIR may hold other files).
+rm -rf "$out"/nbdkit-vhd-[0-9]*/
+rm -f "$out"/nbdkit-plugin-vhd_*.deb "$out"/nbdkit-plugin-vhd-dbgsym_*.deb \
+      "$out"/vhdtool_*.deb "$out"/vhdtool-dbgsym_*.deb \
+      "$out"/nbdkit-vhd_*.changes "$out"/nbdkit-vhd_*.buildinfo \
+      "$out"/build.log "$out"/lintian.log
 mkdir -p "$src"
 if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
   git ls-files -z --cached --others --exclude-standard |
