@@ -36,7 +36,8 @@ offers () {
   fi
 }
 
-cd "$tmp" || exit 1
+# A directory of its own ($tmp may hold the harness's hidden files).
+mkdir "$tmp/files" && cd "$tmp/files" || exit 1
 mkdir sub
 touch a.vhd B.VHD c.avhd d.raw
 
