@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Merge and convert of a 1 GiB VHD chain against cp of the same data.
 #
 #   bench/merge-convert.sh [DIR]      (default: a new directory in /tmp)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-overlay-filter: a transient copy-on-write overlay over any
  * plugin (policy: parameters, negotiation, requests).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-overlay-filter: saving the overlay as a VHD differencing child.
  *
  * The child is built with lib/ exactly as vhdtool and the vhd plugin

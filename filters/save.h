@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-overlay-filter: keeping the overlay as a VHD differencing
  * child (overlay-save). */
 #ifndef OVERLAY_SAVE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-overlay-filter: the overlay store (mechanism).
  *
  * Design.  The overlay holds data in a sparse temporary file, unlinked

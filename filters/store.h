@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-overlay-filter: the overlay store (mechanism).
  *
  * See the comment at the top of store.c for the design. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: helpers shared by the fuzz targets.
  *
  * Each target is a libFuzzer entry point (LLVMFuzzerTestOneInput).  The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: resolve, read and write a chain of fuzzed files.
  *
  * The input is the container of common.h: up to three files a.vhd (the

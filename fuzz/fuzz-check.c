@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: vhdtool check.
  *
  * The check-mode open exactly as tools/cmd-check.c runs it (read-only,

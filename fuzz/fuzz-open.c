@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: open and validate one file.
  *
  * Footer (and its copy at offset 0), dynamic header, BAT, locators: the

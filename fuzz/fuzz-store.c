@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: the overlay filter's store (filters/store.c).
  *
  * store.c is linked in directly, without nbdkit: the two nbdkit calls

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Regenerate the seed corpus fuzz/corpus/TARGET/ (run from anywhere;
 # needs a built tools/vhdtool).  Small disks with small blocks, so every
 # seed is a few KiB to ~100 KiB and an iteration stays fast:

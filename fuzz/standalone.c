@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd fuzzing: run a fuzz target on files, without libFuzzer.
  *
  * Built in the normal (gcc) build as fuzz/fuzz-*-standalone, so that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: opening a chain (a file and all its ancestors).
  *
  * The named file is the top layer; each differencing layer's parent is

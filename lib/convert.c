@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: flattening a chain into a new standalone disk (vhdtool
  * convert, Hyper-V's Convert-VHD and "merge to a new disk").
  *

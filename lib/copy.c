@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: copying what a chain shows, range by range (merge and
  * convert).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: creating fixed, dynamic and differencing VHD files.
  *
  * Files are written the way Hyper-V's New-VHD writes them: creator

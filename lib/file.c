@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: opening and validating one VHD file.
  *
  * Every offset and count read from the file is checked before it is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: helpers shared by the files of lib/ only. */
 #ifndef VHD_INTERNAL_H
 #define VHD_INTERNAL_H

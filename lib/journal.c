@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: the merge journal, FILE.merge-journal beside FILE.
  *
  * A merge writes it before it changes anything and removes it as its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: the data a parent locator holds, for writing one (create
  * and set-parent).  The reading side is locator.c.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: finding the parent of a differencing disk.
  *
  * Candidates, in order: files the user named (parent=), the parent's

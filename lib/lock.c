@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: advisory locks on the files of a chain.
  *
  * The top file is locked exclusively when it is opened for writing and

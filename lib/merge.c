@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: merging a differencing disk into an ancestor (vhdtool
  * merge, Hyper-V's Merge-VHD).
  *

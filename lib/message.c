@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: error, warning and debug messages from the library.
  *
  * The library never prints by itself when embedded: the plugin routes

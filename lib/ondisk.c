@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: on-disk structures (footer, dynamic header, locators),
  * checksums and geometry.  Pure functions over byte buffers: nothing
  * here does I/O except the two full_pread/full_pwrite helpers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: reporting problems found in a file's structure.
  *
  * The same validation code serves two masters.  A normal open stops at

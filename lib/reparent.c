@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: pointing a differencing disk at its parent (vhdtool
  * set-parent, Hyper-V's Set-VHD -ParentPath; also the last step of a
  * merge into an ancestor, merge.c).

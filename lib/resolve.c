@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: resolving byte ranges of a chain into runs, and reading.
  *
  * Design.  The unit of caching is one block of the top file.  The first

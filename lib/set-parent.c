@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: vhdtool set-parent, Hyper-V's Set-VHD -ParentPath.
  *
  * The checks Windows makes before re-pointing a child (the new parent's

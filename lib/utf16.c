@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: UTF-16 <-> UTF-8 for parent names and locators.
  *
  * VHD stores the parent name as UTF-16 big-endian and the W2ku/W2ru

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: the VHD format library.
  *
  * Everything that knows the on-disk format of Microsoft VHD files lives

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd: writing into the top file of a chain.
  *
  * Only the top file is ever written; parents are opened O_RDONLY.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-vhd-plugin: serve a VHD file and its whole parent chain.
  *
  * Thin glue over lib/: configuration, nbdkit callbacks, error mapping.

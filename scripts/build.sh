@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Configure and build nbdkit-vhd in the source tree, for Debian's
 # multiarch layout (so that "make install" puts the plugin where nbdkit
 # looks for it).  Extra arguments go to ./configure.

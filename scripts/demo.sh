@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Quick start, first command: install dependencies, build and install
 # nbdkit-vhd, create a demo chain and serve it over NBD.
 #

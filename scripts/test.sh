@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Quick start, second command: install dependencies, build, run the
 # test suite (make check) in a normal build, the unit tests and vhdtool
-# under valgrind (scripts/valgrind.sh), and the test suite again in an
-# ASan + UBSan build, then print "N passed, N failed[, N skipped]".
-# Exits non-zero if any test failed or errored, or a sanitizer or
-# valgrind reported.
+# under valgrind (scripts/valgrind.sh), the test suite again in an
+# ASan + UBSan build, "make distcheck" (the release tarball, its tests
+# run from it) and the Debian packages (built, lintian, installed and
+# smoke-tested by scripts/package.sh), then print
+# "N passed, N failed[, N skipped]".  Exits non-zero if any test failed
+# or errored, a sanitizer or valgrind reported, distcheck failed or a
+# package check failed.  Each stage prints its own line and time.
 #
-#   scripts/test.sh               all three, one summary line (.ci/run)
+#   scripts/test.sh               all five, one summary line (.ci/run)
 #   scripts/test.sh --normal      the normal suite, built in the source tree
 #   scripts/test.sh --valgrind    the valgrind run only
 #   scripts/test.sh --sanitizers  the whole suite under ASan + UBSan: a
 #                                 clean copy of the source in build-san/src,
 #                                 configured --enable-sanitizers and built
 #                                 apart from it (VPATH) in build-san/build
+#   scripts/test.sh --distcheck   make distcheck in the source tree (its
+#                                 test results count; the tarball stays)
+#   scripts/test.sh --package     scripts/package.sh: the .debs are built
+#                                 from a copy in build-deb/, so the build
+#                                 in the source tree is left alone
 #   scripts/test.sh --all         the same as no option
 #
 # See docs/reliability.md.
@@ -26,7 +35,10 @@ case "${1:-}" in
   --normal) mode=normal ;;
   --valgrind) mode=valgrind ;;
   --sanitizers) mode=sanitizers ;;
-  *) echo "usage: $0 [--normal|--valgrind|--sanitizers|--all]" >&2; exit 2 ;;
+  --distcheck) mode=distcheck ;;
+  --package) mode=package ;;
+  *) echo "usage: $0 [--normal|--valgrind|--sanitizers|--distcheck|--package|--all]" >&2
+     exit 2 ;;
 esac
 
 total_passed=0 total_failed=0 total_skipped=0
@@ -137,12 +149,75 @@ run_sanitizers () {
   unset ASAN_OPTIONS UBSAN_OPTIONS
 }
 
+# suite_count WHAT LOG: the number on the last "# WHAT: N" line of LOG
+# (automake's test suite summary), 0 if there is none.
+suite_count () {
+  local v
+  v=$(sed -n "s/^# $1: *\([0-9]*\)\$/\1/p" "$2" | tail -n 1)
+  echo "${v:-0}"
+}
+
+# make distcheck: the tarball is made, unpacked, built in a VPATH build
+# against its read-only source, its test suite run (with the real images
+# of this tree, see AM_DISTCHECK_CONFIGURE_FLAGS), installed, uninstalled
+# and cleaned.  Its test results count like the other suites'; distcheck
+# failing anywhere else counts one failure.
+run_distcheck () {
+  local log=$top/distcheck.log st f
+  scripts/build.sh || { total_failed=$((total_failed + 1)); return 1; }
+  make -j"$(nproc)" distcheck > "$log" 2>&1
+  st=$?
+  # automake's summary of the suite distcheck ran ("# PASS:  N").
+  local pass fail skip
+  pass=$(( $(suite_count PASS "$log") + $(suite_count XFAIL "$log") ))
+  fail=$(( $(suite_count FAIL "$log") + $(suite_count XPASS "$log") +
+           $(suite_count ERROR "$log") ))
+  skip=$(suite_count SKIP "$log")
+  if [ "$st" -ne 0 ]; then
+    # A failed distcheck leaves its tree: show the failed tests' logs.
+    for f in "$top"/nbdkit-vhd-*/_build/sub/tests/*.trs; do
+      grep -q "^:test-result: \(FAIL\|ERROR\|XPASS\)" "$f" 2> /dev/null ||
+        continue
+      echo "---- ${f%.trs}.log"
+      grep -v "^ok " "${f%.trs}.log" | tail -n 40
+    done
+    [ "$fail" -eq 0 ] && fail=1
+    echo "---- $log"
+    grep -v "^\(PASS\|SKIP\|XFAIL\): " "$log" | tail -n 40
+  fi
+  total_passed=$((total_passed + pass))
+  total_failed=$((total_failed + fail))
+  total_skipped=$((total_skipped + skip))
+  echo "== distcheck: $pass ok, $fail not ok, $skip skipped;" \
+    "$(grep -m1 'archives ready for distribution' "$log" || echo 'no archives')"
+}
+
+# scripts/package.sh prints one line per check and "N passed, N failed".
+run_package () {
+  local out passed failed
+  out=$(bash scripts/package.sh 2>&1)
+  echo "$out"
+  passed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+  failed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+  if [ -z "$passed" ]; then
+    passed=0 failed=1         # it did not get as far as its summary
+  fi
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  echo "== packages: $passed ok, $failed not ok"
+}
+
+# stage NAME: run run_NAME and say how long it took.
+stage () {
+  local start=$SECONDS
+  "run_$1"
+  echo "== $1 took $((SECONDS - start)) s"
+}
+
 scripts/deps.sh || exit 1
 case $mode in
-  normal) run_normal ;;
-  sanitizers) run_sanitizers ;;
-  valgrind) run_valgrind ;;
-  all) run_normal; run_valgrind; run_sanitizers ;;
+  all) for s in normal valgrind sanitizers distcheck package; do stage $s; done ;;
+  *) stage "$mode" ;;
 esac
 
 summary="$total_passed passed, $total_failed failed"

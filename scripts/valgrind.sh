@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Run the C unit tests and a set of vhdtool commands (create, info,
 # check, map, convert, merge, set-parent) on small files under
 #   valgrind --error-exitcode=1 --leak-check=full

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Sourced by every shell test: TAP output, a private temporary
 # directory, and the paths of what is being tested.
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """nbdaio.py: many libnbd AIO commands in flight on several connections
 at once, for the concurrency tests (imported by the scripts that
 test-concurrent.sh and test-overlay-race.sh write; functions.sh puts

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Preloaded into nbdkit by sanitizer runs only (tests/functions.sh).
  *
  * With the ASan runtime preloaded, nbdkit 1.32 on Debian 12 often never

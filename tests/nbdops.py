@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """nbdops.py [--trim-sectors] URI MODEL OPSFILE [MAPJSON]
 
 Apply each line of OPSFILE to the NBD export at URI and to MODEL, a raw

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """opmodel.py [OPTIONS] URI: a randomized sequence of NBD requests
 against the export at URI, every answer checked against a byte-exact
 model of the disk kept here.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Minimal TAP output for the C unit tests. */
 #ifndef TAP_H
 #define TAP_H

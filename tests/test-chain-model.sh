@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Chains written by an independent generator (tests/vhdgen.py, written
 # from the format description, not from lib/) with many layouts, depths,
 # block sizes and locator styles: what the plugin serves must equal the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool check: clean files pass (files vhdtool and the independent
 # generator make, real images from other producers); every malformed
 # case the plugin's error tests use is reported with the file, the

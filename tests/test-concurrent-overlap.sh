@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Concurrent OVERLAPPING writes.  test-concurrent.sh keeps concurrent
 # requests apart (so its result is fixed); here many connections, each
 # driven by its own thread with many requests in flight, write

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Many connections and many requests in flight at once against one
 # nbdkit serving a differencing disk over a parent that holds data.
 #

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # confine-parents: serving images one did not make.  A child's locators
 # can name any path on the host (absolute, relative with "..", or a
 # symlink beside the child); without the option each of those works,

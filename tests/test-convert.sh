@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool convert: chains written by the independent generator are
 # flattened to raw, fixed and dynamic output, which must hold exactly
 # the generator's model of the chain: raw compared byte for byte, fixed

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Crash consistency of the write path (lib/write.c's argument, tested):
 # start nbdkit on a differencing disk, let a client write random
 # sector-aligned ranges and flush now and then, and SIGKILL nbdkit at a

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Every way opening a chain can fail, through the plugin: nbdkit must
 # exit non-zero at startup with a message naming the file and the
 # problem, and must not modify any file.  Also: the options that get

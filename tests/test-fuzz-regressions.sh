@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Replay the fuzzing seed corpus (fuzz/corpus/TARGET/) and every input
 # that once crashed, hung or leaked (fuzz/regressions/TARGET/) through
 # the fuzz targets, built normally (gcc, no libFuzzer) as

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Real images made by Windows 10, Hyper-V and qemu (../shared/images):
 # the plugin must give their documented content hashes.
 . "${top_srcdir:-.}/tests/functions.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Files we create and write must open in libvhdi (vhdiinfo, vhdimount):
 # a chain made by vhdtool and written through the plugin is read back by
 # libvhdi's FUSE mount and must equal what the plugin serves.  Writes

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The malformed-image corpus: at least 30 damaged files, generated here
 # from a pristine chain made by the independent generator (tests/
 # vhdgen.py): truncated at many offsets, wrong cookies, bad checksums,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool map: for chains written by the independent generator, the map
 # must equal the one computed from the generator's manifest (which
 # sectors each layer holds): every range goes to the nearest layer

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool merge: chains of depth 1, 3 and 10 written by the independent
 # generator, with overlapping writes (and explicit zeros) in every
 # layer, merged into the parent and, with --into, into ancestors further

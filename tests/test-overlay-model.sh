@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Randomized model test of the overlay filter: thousands of requests
 # per configuration (tests/opmodel.py: writes, zeros with and without
 # NO_HOLE and FAST_ZERO, trims, flushes, reads and extents at arbitrary

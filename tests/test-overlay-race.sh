@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Reads and writes touching the same overlay block at the same time must
 # never lose a write (nbdkit 1.32's cow filter does with cow-on-read:
 # a read copies the plugin's old data over a write that completed in

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # overlay-save: at clean exit the overlay becomes a VHD differencing
 # child of the served VHD.
 #

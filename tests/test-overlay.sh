@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The overlay filter over three plugins: the vhd plugin (a 2-layer
 # chain holding data), nbdkit's file plugin (a sparse raw file whose size
 # is not a multiple of 512) and nbdkit's memory plugin (1000000 bytes).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The plugin's interface: parameters, --help, --dump-plugin, the magic
 # file key, read-only serving and what it advertises.
 . "${top_srcdir:-.}/tests/functions.sh"

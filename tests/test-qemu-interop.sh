@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Interoperability with QEMU's vpc driver, in both directions.
 #
 # * VHDs made by qemu-img (fixed, dynamic, convert from raw, force_size)

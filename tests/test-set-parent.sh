@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool set-parent: re-point a differencing disk after its chain has
 # moved.  The locators and parent name are checked with the independent
 # generator's parser, the chain's content against the generator's

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Memory of huge sparse chains: serving an 8-deep chain of 2040 GiB
 # layers (a 4 MiB BAT each) must not cost a resident copy of every BAT
 # (lib/file.c keeps BATs complemented in anonymous mappings, so pages

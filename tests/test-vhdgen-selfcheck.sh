@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Self-check of tests/vhdgen.py, the test oracle: files it writes must be
 # read back by independent readers (qemu-img for fixed/dynamic files, libvhdi's
 # vhdimount for differencing chains) exactly as its model (expected.raw) says,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # vhdtool: create (fixed, dynamic, differencing; sizes; refusing to
 # overwrite; usage errors), --help/--version, and info (text and JSON,
 # chains, missing parents, a real Windows-made differencing image).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Randomized model test of the plugin's write path: the request mix of
 # tests/opmodel.py (writes, zeros, trims, flushes, reads and extents at
 # arbitrary offsets and lengths, batches of requests in flight) sent to

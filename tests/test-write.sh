@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Writing through the plugin into fixed, dynamic and differencing disks.
 #
 # Every write, zero and trim sent to the plugin is applied by the same

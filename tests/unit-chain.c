@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests of the chain: create, write, read, zero, extents, flush,
  * reopen and concurrent writes, checked against an in-memory model of
  * what the guest must see (plain arrays updated in write order: no VHD

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests of lib/ondisk.c: checksums, footer and header encoding,
  * CHS geometry, bitmap and locator sizes.  Expected values come from
  * the VHD specification and from files made by other producers. */

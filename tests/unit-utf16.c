@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests of lib/utf16.c: locator and parent-name text decoding. */
 #include <config.h>
 

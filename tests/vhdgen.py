@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """vhdgen.py - independent VHD (v1.0) writer and reference model (test oracle).
 
 Written from the format description (docs/vhd-format.md, the Microsoft VHD

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """vhdpatch.py COMMAND FILE [ARGS...]: change one on-disk field of a VHD
 file, for the error-path tests (also imported by test-malformed.sh).  Standard library only, written from the
 format description.  Footers are the EOF one and, when present, the copy

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool check: Test-VHD, plus the structure of every file.
  *
  * The examination is the library's own validation run in check mode

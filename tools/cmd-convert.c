@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool convert: Convert-VHD, flattening a whole chain. */
 #include <config.h>
 

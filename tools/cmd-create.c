@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool create: New-VHD. */
 #include <config.h>
 

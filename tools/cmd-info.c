@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool info: Get-VHD, plus the on-disk details and the chain. */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool map: which layer of the chain supplies each byte range, like
  * qemu-img map, with the ranges no layer holds (zeros) shown too. */
 #include <config.h>

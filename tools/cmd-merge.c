@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool merge: Merge-VHD. */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool set-parent: Set-VHD -ParentPath. */
 #include <config.h>
 

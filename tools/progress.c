@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool: the -p progress bar, drawn on stderr only when stderr is a
  * terminal (like qemu-img -p), so logs and pipes stay clean. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool: helpers shared by the commands. */
 #include <config.h>
 

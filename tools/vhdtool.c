@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool: create and inspect VHD files (Hyper-V semantics). */
 #include <config.h>
 

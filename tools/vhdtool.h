@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* vhdtool: shared declarations of the command implementations. */
 #ifndef VHDTOOL_H
 #define VHDTOOL_H
