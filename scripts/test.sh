@@ -77,11 +77,11 @@ run_normal () {
   echo "== normal suite: $suite_line"
 }
 
-# scripts/valgrind.sh prints one line per program run and a last line
-# "N passed, N failed".
-run_valgrind () {
-  local out passed failed
-  out=$(bash scripts/valgrind.sh 2>&1)
+# run_counted NAME SCRIPT: run SCRIPT, which prints a line per check
+# and last "N passed, N failed", and add its counts to the totals.
+run_counted () {
+  local name=$1 out passed failed
+  out=$(bash "$2" 2>&1)
   echo "$out"
   passed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
   failed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
@@ -90,8 +90,10 @@ run_valgrind () {
   fi
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
-  echo "== valgrind: $passed ok, $failed not ok"
+  echo "== $name: $passed ok, $failed not ok"
 }
+
+run_valgrind () { run_counted valgrind scripts/valgrind.sh; }
 
 # The sanitizer suite.  A VPATH build cannot share a source tree that is
 # itself configured (the normal build is in-tree), so the source is
@@ -192,20 +194,7 @@ run_distcheck () {
     "$(grep -m1 'archives ready for distribution' "$log" || echo 'no archives')"
 }
 
-# scripts/package.sh prints one line per check and "N passed, N failed".
-run_package () {
-  local out passed failed
-  out=$(bash scripts/package.sh 2>&1)
-  echo "$out"
-  passed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
-  failed=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
-  if [ -z "$passed" ]; then
-    passed=0 failed=1         # it did not get as far as its summary
-  fi
-  total_passed=$((total_passed + passed))
-  total_failed=$((total_failed + failed))
-  echo "== packages: $passed ok, $failed not ok"
-}
+run_package () { run_counted packages scripts/package.sh; }
 
 # stage NAME: run run_NAME and say how long it took.
 stage () {
