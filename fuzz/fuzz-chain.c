@@ -75,6 +75,13 @@ exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
     memset (buf, 0xa5, len);
     if (vhd_chain_pwrite (c, buf, len, off) == 0) {
       (void) vhd_chain_zero (c, len / 2, off);
+      /* Trim and the FAST_ZERO probe: an unaligned range, zero length,
+       * and the last bytes of the disk. */
+      (void) vhd_chain_zero_is_fast (c, len, off);
+      (void) vhd_chain_trim (c, len - len / 3, off + len / 3);
+      (void) vhd_chain_trim (c, 0, off);
+      (void) vhd_chain_trim (c, c->size < 1000 ? c->size : 1000,
+                             c->size < 1000 ? 0 : c->size - 1000);
       (void) vhd_chain_flush (c);
       /* Reading back what was written goes through the new block. */
       (void) vhd_chain_pread (c, buf, len, off);
