@@ -180,22 +180,26 @@ in_use (const struct vhd_file *f, bool exclusive)
   return -1;
 }
 
+/* A lock was refused with err: someone else holds it (EWOULDBLOCK,
+ * which is EAGAIN), or something else went wrong. */
+static int
+lock_failed (const struct vhd_file *f, bool exclusive, int err)
+{
+  if (err == EWOULDBLOCK)
+    return in_use (f, exclusive);
+  errno = err;
+  vhd_error ("%s: lock: %m", f->path);
+  return -1;
+}
+
 int
 vhd_lock_file (struct vhd_file *f, bool exclusive)
 {
-  if (exclusive && take_writers_byte (f->fd, fd_writable (f->fd)) == -1) {
-    if (errno == EAGAIN)
-      return in_use (f, true);
-    vhd_error ("%s: lock: %m", f->path);
-    return -1;
-  }
-  if (flock (f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
-    return 0;
-  if (errno != EWOULDBLOCK) {
-    vhd_error ("%s: lock: %m", f->path);
-    return -1;
-  }
-  return in_use (f, exclusive);
+  if (exclusive && take_writers_byte (f->fd, fd_writable (f->fd)) == -1)
+    return lock_failed (f, true, errno);
+  if (flock (f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == -1)
+    return lock_failed (f, exclusive, errno);
+  return 0;
 }
 
 int
@@ -203,12 +207,8 @@ vhd_lock_upgrade (struct vhd_file *f, int wfd)
 {
   int err;
 
-  if (take_writers_byte (wfd, true) == -1) {
-    if (errno == EAGAIN)
-      return in_use (f, true);
-    vhd_error ("%s: lock: %m", f->path);
-    return -1;
-  }
+  if (take_writers_byte (wfd, true) == -1)
+    return lock_failed (f, true, errno);
   /* Nobody can take the exclusive lock from here on (see the top). */
   flock (f->fd, LOCK_UN);
   if (flock (wfd, LOCK_EX | LOCK_NB) == 0)
@@ -222,10 +222,5 @@ vhd_lock_upgrade (struct vhd_file *f, int wfd)
     while (flock (f->fd, LOCK_SH) == -1 && errno == EINTR)
       ;
   }
-  if (err != EWOULDBLOCK) {
-    errno = err;
-    vhd_error ("%s: lock: %m", f->path);
-    return -1;
-  }
-  return in_use (f, true);
+  return lock_failed (f, true, err);
 }

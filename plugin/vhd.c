@@ -82,11 +82,7 @@ vhd_cleanup (void)
 static void
 vhd_unload (void)
 {
-  /* Normally done by .cleanup; not when start-up failed before it. */
-  if (chain && vhd_chain_close (chain) == -1)
-    fprintf (stderr, "nbdkit: vhd: error: %s: flushing at exit failed\n",
-             filename);
-  chain = NULL;
+  vhd_cleanup ();       /* done already, unless start-up failed first */
   free (parent_files);
   free (parent_dirs);
 }
