@@ -81,7 +81,8 @@ struct vhd_writer {
 
   pthread_mutex_t flush_lock;
   char *zeros;                  /* one block of zeros for zero requests */
-  bool punch_works;             /* until fallocate says otherwise */
+  bool punch_works;             /* until fallocate says otherwise (set
+                                   and read by any thread: atomics) */
 };
 
 static struct vhd_file *
@@ -370,7 +371,8 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
     if (t->type == VHD_TYPE_FIXED) {
       static const char zeros[65536];
       /* Whole sectors of a fixed disk: a hole reads as zeros. */
-      if (c->writer->punch_works && offset % VHD_SECTOR == 0 &&
+      if (__atomic_load_n (&c->writer->punch_works, __ATOMIC_RELAXED) &&
+          offset % VHD_SECTOR == 0 &&
           count >= VHD_SECTOR) {
         int p;
         n = ROUND_DOWN (count, VHD_SECTOR);
@@ -382,7 +384,7 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
           count -= n;
           continue;
         }
-        c->writer->punch_works = false;
+        __atomic_store_n (&c->writer->punch_works, false, __ATOMIC_RELAXED);
       }
       n = MIN (count, sizeof zeros);
       if (full_pwrite (t->fd, zeros, n, offset) == -1) {
@@ -481,7 +483,8 @@ vhd_chain_zero_is_fast (struct vhd_chain *c, uint64_t count, uint64_t offset)
   uint64_t end = MIN (offset + count, c->size);
 
   if (t->type == VHD_TYPE_FIXED)
-    return c->writer && c->writer->punch_works &&
+    return c->writer &&
+           __atomic_load_n (&c->writer->punch_works, __ATOMIC_RELAXED) &&
            offset % VHD_SECTOR == 0 && end % VHD_SECTOR == 0;
   while (offset < end) {
     uint32_t blk = offset / t->block_size;
