@@ -42,18 +42,18 @@ message (enum vhd_msg_level level, const char *msg)
 }
 
 static int
-open_parent (const char *parent, struct vhd_file **f)
+open_parent (const char *parent, struct vhd_layer **f)
 {
   struct vhd_open_options o = { .readonly = true };
 
   vhd_set_message_handler (message);
-  return vhd_file_open (parent, false, &o, f);
+  return vhd_layer_open (parent, false, &o, f);
 }
 
 int
 save_check_start (const char *path, const char *parent)
 {
-  struct vhd_file *f;
+  struct vhd_layer *f;
 
   char *copy = strdup (path);
   const char *dir = copy ? dirname (copy) : ".";
@@ -73,25 +73,25 @@ save_check_start (const char *path, const char *parent)
     nbdkit_error ("overlay-save-parent: %s is not a usable VHD file", parent);
     return -1;
   }
-  vhd_file_close (f);
+  vhd_layer_close (f);
   return 0;
 }
 
 int
 save_check_size (const char *parent, uint64_t export_size)
 {
-  struct vhd_file *f;
+  struct vhd_layer *f;
   int r = 0;
 
   if (open_parent (parent, &f) == -1)
     return -1;
-  if (f->size != export_size) {
+  if (vhd_layer_size (f) != export_size) {
     nbdkit_error ("overlay-save-parent: %s is %" PRIu64 " bytes but the "
                   "export is %" PRIu64 " bytes: it cannot be the parent "
-                  "of what is served", parent, f->size, export_size);
+                  "of what is served", parent, vhd_layer_size (f), export_size);
     r = -1;
   }
-  vhd_file_close (f);
+  vhd_layer_close (f);
   return r;
 }
 

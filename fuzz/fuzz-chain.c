@@ -41,7 +41,7 @@ static void
 exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
 {
   static uint8_t buf[FUZZ_IO];
-  uint64_t span = c->size < FUZZ_SPAN ? c->size : FUZZ_SPAN, n = 0;
+  uint64_t span = vhd_chain_size (c) < FUZZ_SPAN ? vhd_chain_size (c) : FUZZ_SPAN, n = 0;
   uint64_t pick = size >= 8 ? data[size - 1] | data[size - 2] << 8 |
                   (uint64_t) data[size - 3] << 16 : 0;
   struct { uint64_t off, len; } r[5];
@@ -50,25 +50,25 @@ exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
   r[0].off = 0, r[0].len = FUZZ_IO;
   r[1].off = pick % (span + 1), r[1].len = 1 + pick % 4099;
   r[2].off = (pick * 512) % (span + 1), r[2].len = 512 * (1 + pick % 33);
-  r[3].off = c->size > FUZZ_IO ? c->size - FUZZ_IO : 0, r[3].len = FUZZ_IO;
-  r[4].off = c->size > 4096 ? c->size / 2 - 4096 / 2 : 0, r[4].len = 4096;
+  r[3].off = vhd_chain_size (c) > FUZZ_IO ? vhd_chain_size (c) - FUZZ_IO : 0, r[3].len = FUZZ_IO;
+  r[4].off = vhd_chain_size (c) > 4096 ? vhd_chain_size (c) / 2 - 4096 / 2 : 0, r[4].len = 4096;
   for (i = 0; i < 5; i++) {
     /* Within the disk: the plugin never asks for more (nbdkit checks
      * the client's ranges). */
-    if (r[i].off >= c->size)
+    if (r[i].off >= vhd_chain_size (c))
       continue;
-    if (r[i].len > c->size - r[i].off)
-      r[i].len = c->size - r[i].off;
+    if (r[i].len > vhd_chain_size (c) - r[i].off)
+      r[i].len = vhd_chain_size (c) - r[i].off;
     if (r[i].len > FUZZ_IO)
       r[i].len = FUZZ_IO;
     (void) vhd_chain_pread (c, buf, r[i].len, r[i].off);
   }
   if (span > 0)
     (void) vhd_chain_extents (c, 0, span, count_extent, &n);
-  if (c->size > FUZZ_SPAN)
-    (void) vhd_chain_extents (c, c->size - 4096, 4096, count_extent, &n);
+  if (vhd_chain_size (c) > FUZZ_SPAN)
+    (void) vhd_chain_extents (c, vhd_chain_size (c) - 4096, 4096, count_extent, &n);
 
-  if (write && c->writable && span > 0) {
+  if (write && vhd_chain_writable (c) && span > 0) {
     uint64_t off = r[1].off < span ? r[1].off : 0;
     uint64_t len = r[1].len > span - off ? span - off : r[1].len;
 
@@ -80,8 +80,8 @@ exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
       (void) vhd_chain_zero_is_fast (c, len, off);
       (void) vhd_chain_trim (c, len - len / 3, off + len / 3);
       (void) vhd_chain_trim (c, 0, off);
-      (void) vhd_chain_trim (c, c->size < 1000 ? c->size : 1000,
-                             c->size < 1000 ? 0 : c->size - 1000);
+      (void) vhd_chain_trim (c, vhd_chain_size (c) < 1000 ? vhd_chain_size (c) : 1000,
+                             vhd_chain_size (c) < 1000 ? 0 : vhd_chain_size (c) - 1000);
       (void) vhd_chain_flush (c);
       /* Reading back what was written goes through the new block. */
       (void) vhd_chain_pread (c, buf, len, off);

@@ -53,9 +53,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_unlink (FUZZ_NAMES[2]);
   }
   if (vhd_chain_open (fuzz_path (0, FUZZ_NAMES[0]), &o, &c) == 0) {
-    for (k = 0; k < c->depth; k++) {
-      r.bytes += strlen (vhd_type_name (c->layers[k]->footer.disk_type));
-      r.bytes += strlen (c->layers[k]->path);
+    for (k = 0; k < vhd_chain_depth (c); k++) {
+      r.bytes += strlen (vhd_layer_type (vhd_chain_layer (c, k)));
+      r.bytes += strlen (vhd_layer_path (vhd_chain_layer (c, k)));
     }
     vhd_chain_close (c);
   }

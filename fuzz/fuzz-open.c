@@ -2,7 +2,7 @@
 /* nbdkit-vhd fuzzing: open and validate one file.
  *
  * Footer (and its copy at offset 0), dynamic header, BAT, locators: the
- * whole of vhd_file_open (read-only), with and then without checksums
+ * whole of vhd_layer_open (read-only), with and then without checksums
  * checked.  The file is the whole input, so seeds are plain VHD files.
  * Then what vhdtool info shows: every locator's text, the allocated
  * blocks.
@@ -14,18 +14,16 @@
 #include "common.h"
 
 static void
-examine (const struct vhd_file *f)
+examine (struct vhd_layer *l)
 {
-  char code[5];
-  int i;
+  struct vhd_layer_info info;
 
-  (void) vhd_file_allocated_blocks (f);
-  (void) vhd_type_name (f->footer.disk_type);
-  for (i = 0; i < VHD_NUM_LOCATORS; i++) {
-    free (vhd_locator_text (f, i));
-    if (f->type != VHD_TYPE_FIXED)
-      (void) vhd_locator_code_name (f->header.loc[i].code, code);
-  }
+  /* Everything vhdtool info shows: every locator's text, the
+   * allocated blocks, the type. */
+  vhd_layer_describe (l, &info);
+  (void) vhd_type_name (info.type);
+  (void) vhd_layer_type (l);
+  vhd_layer_info_free (&info);
 }
 
 int
@@ -34,7 +32,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct vhd_open_options o = {
     .readonly = true, .no_lock = true, .no_parents = true,
   };
-  struct vhd_file *f;
+  struct vhd_layer *f;
   int pass;
 
   fuzz_quiet ();
@@ -43,9 +41,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
    * does), which lets the mutator past the checksums. */
   for (pass = 0; pass < 2; pass++) {
     o.ignore_checksums = pass;
-    if (vhd_file_open (fuzz_path (0, "a.vhd"), false, &o, &f) == 0) {
+    if (vhd_layer_open (fuzz_path (0, "a.vhd"), false, &o, &f) == 0) {
       examine (f);
-      vhd_file_close (f);
+      vhd_layer_close (f);
     }
   }
   return 0;

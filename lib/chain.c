@@ -21,9 +21,9 @@
 #include "internal.h"
 
 static int
-add_layer (struct vhd_chain *c, struct vhd_file *f)
+add_layer (struct vhd_chain *c, struct vhd_layer *f)
 {
-  struct vhd_file **p = realloc (c->layers, (c->depth + 1) * sizeof *p);
+  struct vhd_layer **p = realloc (c->layers, (c->depth + 1) * sizeof *p);
 
   if (p == NULL) {
     vhd_error ("%s: %m", f->path);
@@ -37,7 +37,7 @@ add_layer (struct vhd_chain *c, struct vhd_file *f)
 /* Refuse a parent that is already in the chain (a loop). */
 static int
 check_loop (const struct vhd_chain *c, const struct vhd_open_options *opts,
-            const struct vhd_file *child, const struct vhd_file *parent)
+            const struct vhd_layer *child, const struct vhd_layer *parent)
 {
   unsigned k;
 
@@ -52,11 +52,21 @@ check_loop (const struct vhd_chain *c, const struct vhd_open_options *opts,
   return 0;
 }
 
-/* Check mode reports a size mismatch and goes on down the chain. */
+/* Check mode reports a size mismatch and goes on down the chain.  The
+ * logical sector sizes must agree: a sector bitmap bit of a child means
+ * a whole sector of its parent. */
 static int
 check_parent_size (const struct vhd_open_options *opts,
-                   const struct vhd_file *child, const struct vhd_file *parent)
+                   const struct vhd_layer *child, const struct vhd_layer *parent)
 {
+  if (child->sector_size != parent->sector_size &&
+      vhd_report (opts, VHD_ERROR, child->path, "parent", "",
+                  "logical sector size mismatch: the child has %u-byte "
+                  "sectors but its parent %s has %u-byte sectors",
+                  child->sector_size, parent->path, parent->sector_size)) {
+    errno = EINVAL;
+    return -1;
+  }
   if (child->size != parent->size &&
       vhd_report (opts, VHD_ERROR, child->path, "parent", "",
                   "size mismatch: the child is %" PRIu64 " bytes but its "
@@ -75,9 +85,9 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts,
   unsigned max_depth = opts->max_depth ? opts->max_depth
                                        : VHD_DEFAULT_MAX_DEPTH;
 
-  while (c->layers[c->depth - 1]->type == VHD_TYPE_DIFF &&
+  while (c->layers[c->depth - 1]->has_parent &&
          !c->layers[c->depth - 1]->unusable) {
-    struct vhd_file *child = c->layers[c->depth - 1], *parent;
+    struct vhd_layer *child = c->layers[c->depth - 1], *parent;
 
     if (c->depth >= max_depth) {
       vhd_report (opts, VHD_ERROR, c->layers[0]->path, "chain",
@@ -92,7 +102,7 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts,
         check_parent_size (opts, child, parent) == -1 ||
         (!opts->no_lock && vhd_lock_file (parent, false) == -1) ||
         add_layer (c, parent) == -1) {
-      vhd_file_close (parent);
+      vhd_layer_close (parent);
       return -1;
     }
   }
@@ -102,7 +112,7 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts,
 /* confine-parents: the places parents may come from (locator.c): the
  * top file's real directory (or confine_dir), and what opts names. */
 static struct vhd_confine *
-make_confine (const char *path, const struct vhd_file *top,
+make_confine (const char *path, const struct vhd_layer *top,
               const struct vhd_open_options *opts, const char *confine_dir)
 {
   char *real = strdup (top->path), *given = strdup (path);
@@ -133,7 +143,7 @@ vhd_chain_open_confined (const char *path,
 {
   struct vhd_chain *c = calloc (1, sizeof *c);
   struct vhd_confine *cf = NULL;
-  struct vhd_file *t;
+  struct vhd_layer *t;
 
   if (c == NULL) {
     vhd_error ("%s: %m", path);
@@ -141,14 +151,15 @@ vhd_chain_open_confined (const char *path,
   }
   /* Check mode only examines. */
   c->writable = !opts->readonly && opts->problem == NULL;
-  if (vhd_file_open (path, c->writable, opts, &t) == -1)
+  if (vhd_layer_open (path, c->writable, opts, &t) == -1)
     goto err;
   if ((!opts->no_lock && vhd_lock_file (t, c->writable) == -1) ||
       add_layer (c, t) == -1) {
-    vhd_file_close (t);
+    vhd_layer_close (t);
     goto err;
   }
   c->size = t->size;
+  c->sector = t->sector_size;
   /* In check mode the problem that stopped the walk was reported, and
    * the chain is returned as far as it goes. */
   if (!opts->no_parents) {
@@ -176,7 +187,7 @@ vhd_chain_open_confined (const char *path,
 int
 vhd_chain_make_writable (struct vhd_chain *c)
 {
-  struct vhd_file *t = c->layers[0];
+  struct vhd_layer *t = c->layers[0];
   struct stat st;
   int fd;
 
@@ -233,9 +244,33 @@ vhd_chain_close (struct vhd_chain *c)
   vhd_writer_free (c);
   vhd_cache_free (c);
   for (k = 0; k < c->depth; k++)
-    vhd_file_close (c->layers[k]);
+    vhd_layer_close (c->layers[k]);
   free (c->layers);
   free (c);
   errno = saved_errno;
   return r;
+}
+
+uint64_t
+vhd_chain_size (const struct vhd_chain *c)
+{
+  return c->size;
+}
+
+unsigned
+vhd_chain_depth (const struct vhd_chain *c)
+{
+  return c->depth;
+}
+
+struct vhd_layer *
+vhd_chain_layer (const struct vhd_chain *c, unsigned k)
+{
+  return k < c->depth ? c->layers[k] : NULL;
+}
+
+bool
+vhd_chain_writable (const struct vhd_chain *c)
+{
+  return c->writable;
 }

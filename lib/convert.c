@@ -65,7 +65,7 @@ prepare_output (struct sink *s, const char *tmp, const struct vhd_chain *src,
     errno = EINVAL;
     return -1;
   }
-  if (vhd_new_image (s->fd, s->path, &cp) == -1)
+  if (vhd_format_ops.new_image (s->fd, s->path, &cp) == -1)
     return -1;
   return vhd_chain_open (tmp, &o, &s->out);
 }

@@ -10,6 +10,19 @@
 #include <time.h>
 
 #include "vhd.h"
+#include "layer.h"
+
+struct vhd_cache;
+
+struct vhd_chain {
+  unsigned depth;               /* number of layers */
+  struct vhd_layer **layers;    /* layers[0] is the top (the named file) */
+  uint64_t size;
+  uint32_t sector;              /* logical sector size, every layer's */
+  bool writable;
+  struct vhd_cache *cache;      /* per-block resolution (resolve.c) */
+  struct vhd_writer *writer;    /* dirty metadata (write.c) */
+};
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -43,39 +56,6 @@ static inline bool bitmap_get (const uint8_t *bm, uint32_t i)
 static inline void bitmap_set (uint8_t *bm, uint32_t i)
 { bm[i >> 3] |= (0x80 >> (i & 7)); }
 
-/* BAT entries are read by readers while a writer allocates.
- *
- * The table is stored complemented (~entry), in an anonymous mapping
- * (file.c): an unallocated entry (0xffffffff) is then a zero word, and
- * pages of the table that hold no allocated block are never written.
- * They are never read either: bat_pages has a bit per page (1024
- * entries) set once the page is written, and an entry of a page never
- * written is unallocated without looking.  (Reading an untouched page
- * maps the zero page, which some kernels and sandboxes count as
- * resident: mapping a whole 2040 GiB layer then cost its full 4 MiB.)
- * So a 32-deep chain of 2040 GiB sparse layers costs almost no RSS
- * instead of 128 MiB.  Only bat_get/bat_set touch f->bat. */
-#define BAT_PAGE_SHIFT 10
-static inline uint32_t bat_get (const struct vhd_file *f, uint32_t blk)
-{
-  uint32_t page = blk >> BAT_PAGE_SHIFT;
-  if (!(__atomic_load_n (&f->bat_pages[page / 32], __ATOMIC_ACQUIRE) &
-        (1u << (page % 32))))
-    return VHD_BAT_UNUSED;
-  return ~__atomic_load_n (&f->bat[blk], __ATOMIC_ACQUIRE);
-}
-static inline void bat_set (struct vhd_file *f, uint32_t blk, uint32_t v)
-{
-  uint32_t page = blk >> BAT_PAGE_SHIFT;
-  __atomic_store_n (&f->bat[blk], ~v, __ATOMIC_RELEASE);
-  __atomic_or_fetch (&f->bat_pages[page / 32], 1u << (page % 32),
-                     __ATOMIC_RELEASE);
-}
-/* Byte offset of block blk's data area (after its bitmap). */
-static inline uint64_t block_data_offset (const struct vhd_file *f,
-                                          uint32_t entry)
-{ return (uint64_t) entry * VHD_SECTOR + f->bitmap_bytes; }
-
 /* resolve.c: per-block resolution of the chain, cached.
  *
  * A run says where sectors [rel, rel+n) of a block (numbered from the
@@ -94,7 +74,7 @@ struct block_entry {
   struct run *merged;           /* the whole chain: top bitmap over below */
   uint32_t n_merged;
   uint8_t *top_bitmap;          /* NULL while the top has no such block */
-  uint32_t top_entry;           /* the top's BAT entry when allocated */
+  uint64_t top_data_off;        /* where the top holds the block */
   bool dirty;                   /* top_bitmap differs from the file */
 };
 
@@ -110,10 +90,12 @@ int vhd_cache_read_locked (struct vhd_chain *c, const struct block_entry *e,
                            void *buf, uint64_t count, uint64_t offset);
 bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
                               uint32_t end);
-/* Record that sectors [rel, rel+n) now live in the top file.  Returns
+/* Record that sectors [rel, rel+n) now live in the top file, in the
+ * block whose data starts at data_off.  Returns
  * true if any bitmap bit changed, -1 on allocation failure. */
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
-                           uint32_t blk, uint32_t rel, uint32_t n);
+                           uint32_t blk, uint64_t data_off, uint32_t rel,
+                           uint32_t n);
 
 /* problem.c: one problem found while validating.  NOTE: only check
  * mode reports it; WARN: a warning otherwise; ERROR: otherwise an error
@@ -139,10 +121,10 @@ void vhd_confine_free (struct vhd_confine *cf);
 
 /* locator.c: open the parent of child, honouring the options; cf (NULL
  * unless confine_parents) says where parents may come from. */
-int vhd_find_parent (const struct vhd_file *child,
+int vhd_find_parent (struct vhd_layer *child,
                      const struct vhd_open_options *opts,
                      const struct vhd_confine *cf,
-                     struct vhd_file **parent);
+                     struct vhd_layer **parent);
 /* Relative path from directory dir to file target (both absolute). */
 char *vhd_relative_path (const char *dir, const char *target);
 
@@ -155,11 +137,11 @@ int vhd_chain_open_confined (const char *path,
                              struct vhd_chain **out);
 
 /* lock.c */
-int vhd_lock_file (struct vhd_file *f, bool exclusive);
+int vhd_lock_file (struct vhd_layer *f, bool exclusive);
 /* Trade f's shared lock for an exclusive one on wfd, a writable
  * descriptor of the same file.  On failure f->fd still holds its shared
  * lock: f is never left unlocked (see the top of lock.c). */
-int vhd_lock_upgrade (struct vhd_file *f, int wfd);
+int vhd_lock_upgrade (struct vhd_layer *f, int wfd);
 
 /* resolve.c */
 int vhd_cache_init (struct vhd_chain *c);
@@ -168,34 +150,18 @@ void vhd_cache_free (struct vhd_chain *c);
 /* write.c */
 int vhd_writer_init (struct vhd_chain *c);
 void vhd_writer_free (struct vhd_chain *c);
-/* Compute where the next block of f may be placed. */
-uint64_t vhd_next_free (const struct vhd_file *f);
 
 /* create.c: a new file is built under a temporary name next to path
  * (begin returns its descriptor), made durable and linked to path
  * (commit: fails if path exists), and the temporary name removed (end,
- * always).  new_image writes an empty fixed or dynamic disk into fd. */
+ * always). */
 int vhd_new_file_begin (const char *path, char **tmp);
 int vhd_new_file_commit (int fd, const char *tmp, const char *path);
 void vhd_new_file_end (int fd, char *tmp);
-int vhd_new_image (int fd, const char *path,
-                   const struct vhd_create_params *p);
 
-/* ondisk.c: time stamps count seconds from 2000-01-01T00:00:00Z. */
-#define VHD_EPOCH 946684800
-uint32_t vhd_timestamp (time_t t);
 
-/* locator-data.c: the data of a locator of kind code naming
- * parent_path (absolute) for a child in child_dir (absolute); malloc'd,
- * NULL (errno ENOTSUP) for kinds we cannot write. */
-#define VHD_LOCATOR_MIN_SPACE 4096  /* room to rewrite a locator later */
-uint8_t *vhd_locator_encode (uint32_t code, const char *child_dir,
-                             const char *parent_path, size_t *len);
 
-/* reparent.c: point child (a differencing disk opened writable, locked
- * by the caller) at parent: parent id, timestamp, name, locators. */
-int vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
-                  vhd_step_fn step, void *opaque);
+
 
 /* journal.c: the merge journal (see there). */
 struct journal_entry {
@@ -228,8 +194,5 @@ struct vhd_copy {
 };
 int vhd_copy_chain (const struct vhd_copy *cp);
 
-/* The footer to write at EOF: the one in use, with a correct checksum. */
-void vhd_file_footer_bytes (const struct vhd_file *f,
-                            uint8_t buf[VHD_FOOTER_SIZE]);
 
 #endif /* VHD_INTERNAL_H */

@@ -274,42 +274,37 @@ add_path_and_name (struct candidates *c, struct candidates *names,
   free (posix);
 }
 
+/* The child's hints (layer_ops.parent_hints), as paths. */
+struct hints {
+  struct candidates *located, *names;
+  const char *child_dir;
+};
+
 static void
-collect_candidates (const struct vhd_file *child,
+add_hint (void *opaque, const char *text, enum hint_syntax syntax, char *from)
+{
+  struct hints *h = opaque;
+
+  add_path_and_name (h->located, h->names, h->child_dir,
+                     syntax == HINT_MAC_URL ? macx_to_posix (text)
+                                            : windows_to_posix (text),
+                     from);
+}
+
+static void
+collect_candidates (struct vhd_layer *child,
                     const struct vhd_open_options *opts,
                     const char *child_dir, struct candidates *c)
 {
-  static const uint32_t order[] = {
-    VHD_LOC_W2RU, VHD_LOC_W2KU, VHD_LOC_WI2R, VHD_LOC_WI2K, VHD_LOC_MACX,
-  };
   struct candidates names = { NULL, 0 }, located = { NULL, 0 };
+  struct hints h = { &located, &names, child_dir };
   size_t i, k;
-  int slot;
 
   for (i = 0; i < opts->n_parent_files; i++)
     add_candidate (c, realpath (opts->parent_files[i], NULL),
                    fmt ("parent file %s named by the user",
                         opts->parent_files[i]));
-
-  for (k = 0; k < sizeof order / sizeof order[0]; k++)
-    for (slot = 0; slot < VHD_NUM_LOCATORS; slot++) {
-      char *text, code[5];
-      if (child->header.loc[slot].code != order[k])
-        continue;
-      text = vhd_locator_text (child, slot);
-      if (text == NULL)
-        continue;
-      add_path_and_name (&located, &names, child_dir,
-                         order[k] == VHD_LOC_MACX ? macx_to_posix (text)
-                                                  : windows_to_posix (text),
-                         fmt ("parent locator %d, %s", slot,
-                              vhd_locator_code_name (order[k], code)));
-      free (text);
-    }
-  if (child->parent_name && child->parent_name[0])
-    add_path_and_name (&located, &names, child_dir,
-                       windows_to_posix (child->parent_name),
-                       strdup ("parent name field"));
+  child->ops->parent_hints (child, add_hint, &h);
 
   /* User-named directories take precedence over the locators: they are
    * how the user says where the parents really are on this host. */
@@ -533,28 +528,28 @@ keep_first_problem (void *opaque, const char *file, const char *structure,
 
 /* Check mode: reopen the chosen parent, reporting its problems. */
 static int
-reopen_reporting (struct vhd_file **p, const struct vhd_open_options *opts)
+reopen_reporting (struct vhd_layer **p, const struct vhd_open_options *opts)
 {
   char *path = strdup ((*p)->path);
   int r;
 
-  vhd_file_close (*p);
+  vhd_layer_close (*p);
   *p = NULL;
   if (path == NULL)
     return -1;
-  r = vhd_file_open (path, false, opts, p);
+  r = vhd_layer_open (path, false, opts, p);
   free (path);
   return r;
 }
 
 int
-vhd_find_parent (const struct vhd_file *child,
+vhd_find_parent (struct vhd_layer *child,
                  const struct vhd_open_options *opts,
                  const struct vhd_confine *cf,
-                 struct vhd_file **parent)
+                 struct vhd_layer **parent)
 {
   struct candidates c = { NULL, 0 };
-  struct vhd_file *mismatch = NULL;
+  struct vhd_layer *mismatch = NULL;
   char *dir_copy = strdup (child->path);
   char tried[2048] = "", refused[1024] = "", refused_note[1100] = "";
   char want[37], got[37], why[256];
@@ -576,7 +571,7 @@ vhd_find_parent (const struct vhd_file *child,
   for (i = 0; i < c.n; i++) {
     const char *refusal;
     char *path = locate (cf, c.v[i].path, &refusal);
-    struct vhd_file *p;
+    struct vhd_layer *p;
 
     if (refusal) {
       char *item = fmt ("%s (from %s)", c.v[i].path, c.v[i].from);
@@ -592,7 +587,7 @@ vhd_find_parent (const struct vhd_file *child,
     if (path == NULL)
       continue;
     why[0] = '\0';
-    if (vhd_file_open (path, false, &quiet, &p) == -1) {
+    if (vhd_layer_open (path, false, &quiet, &p) == -1) {
       /* The file is where the parent should be but is unusable: say so
        * rather than hide the reason behind "not found". */
       if (opts->problem)
@@ -606,7 +601,7 @@ vhd_find_parent (const struct vhd_file *child,
       goto out;
     }
     free (path);
-    if (memcmp (p->footer.unique_id, child->header.parent_id, 16) == 0) {
+    if (memcmp (p->id, child->parent_id, 16) == 0) {
       if (opts->problem && reopen_reporting (&p, opts) == -1)
         goto out;
       *parent = p;
@@ -616,7 +611,7 @@ vhd_find_parent (const struct vhd_file *child,
     if (mismatch == NULL)
       mismatch = p;
     else
-      vhd_file_close (p);
+      vhd_layer_close (p);
   }
 
   /* Whatever the failure, say what confine-parents kept out: the parent
@@ -626,11 +621,11 @@ vhd_find_parent (const struct vhd_file *child,
               "; refused by confine-parents (outside the allowed "
               "directories): %s", refused);
 
-  vhd_uuid_format (child->header.parent_id, want);
+  vhd_uuid_format (child->parent_id, want);
   if (mismatch && opts->problem) {
     /* Check mode: report, then examine the rest of the chain through
      * the file that is there. */
-    vhd_uuid_format (mismatch->footer.unique_id, got);
+    vhd_uuid_format (mismatch->id, got);
     vhd_report (opts, VHD_ERROR, child->path, "parent",
                 "", "parent id mismatch: the child expects parent id %s, "
                 "but %s has id %s%s", want, mismatch->path, got,
@@ -643,7 +638,7 @@ vhd_find_parent (const struct vhd_file *child,
     goto out;
   }
   if (mismatch) {
-    vhd_uuid_format (mismatch->footer.unique_id, got);
+    vhd_uuid_format (mismatch->id, got);
     if (opts->ignore_id_mismatch) {
       vhd_warning ("%s: parent id mismatch ignored: child expects parent "
                    "id %s, %s has id %s%s", child->path, want,
@@ -674,7 +669,7 @@ vhd_find_parent (const struct vhd_file *child,
   }
 
  out:
-  vhd_file_close (mismatch);
+  vhd_layer_close (mismatch);
   free_candidates (&c);
   free (dir_copy);
   return ret;

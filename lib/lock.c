@@ -39,7 +39,7 @@
 /* Find who holds a lock on the file from /proc/locks (Linux), to tell
  * the user which process to look at.  Returns the pid or -1. */
 static long
-lock_holder (const struct vhd_file *f)
+lock_holder (const struct vhd_layer *f)
 {
   FILE *fp = fopen ("/proc/locks", "r");
   char line[256];
@@ -79,7 +79,7 @@ process_exists (long pid)
 }
 
 static long
-process_with_file_open (const struct vhd_file *f)
+process_with_file_open (const struct vhd_layer *f)
 {
   DIR *proc = opendir ("/proc");
   struct dirent *p;
@@ -158,7 +158,7 @@ fd_writable (int fd)
 
 /* Report that f is in use by someone else and fail with EBUSY. */
 static int
-in_use (const struct vhd_file *f, bool exclusive)
+in_use (const struct vhd_layer *f, bool exclusive)
 {
   long pid;
   char name[64];
@@ -183,7 +183,7 @@ in_use (const struct vhd_file *f, bool exclusive)
 /* A lock was refused with err: someone else holds it (EWOULDBLOCK,
  * which is EAGAIN), or something else went wrong. */
 static int
-lock_failed (const struct vhd_file *f, bool exclusive, int err)
+lock_failed (const struct vhd_layer *f, bool exclusive, int err)
 {
   if (err == EWOULDBLOCK)
     return in_use (f, exclusive);
@@ -193,7 +193,7 @@ lock_failed (const struct vhd_file *f, bool exclusive, int err)
 }
 
 int
-vhd_lock_file (struct vhd_file *f, bool exclusive)
+vhd_lock_file (struct vhd_layer *f, bool exclusive)
 {
   if (exclusive && take_writers_byte (f->fd, fd_writable (f->fd)) == -1)
     return lock_failed (f, true, errno);
@@ -203,7 +203,7 @@ vhd_lock_file (struct vhd_file *f, bool exclusive)
 }
 
 int
-vhd_lock_upgrade (struct vhd_file *f, int wfd)
+vhd_lock_upgrade (struct vhd_layer *f, int wfd)
 {
   int err;
 

@@ -82,7 +82,7 @@ step (const struct merge *m, const char *name)
 }
 
 static bool
-same_file (const struct vhd_file *a, const struct vhd_file *b)
+same_file (const struct vhd_layer *a, const struct vhd_layer *b)
 {
   return a->dev == b->dev && a->ino == b->ino;
 }
@@ -95,17 +95,17 @@ remove_if_same (const struct journal_entry *e)
 {
   struct vhd_open_options quiet = { .readonly = true, .no_parents = true,
                                     .problem = ignore_problem };
-  struct vhd_file *f;
+  struct vhd_layer *f;
   bool same;
 
   if (access (e->path, F_OK) == -1 && errno == ENOENT)
     return 0;
-  if (vhd_file_open (e->path, false, &quiet, &f) == -1) {
+  if (vhd_layer_open (e->path, false, &quiet, &f) == -1) {
     vhd_warning ("%s: not removed: it is no longer a VHD file", e->path);
     return 0;
   }
-  same = memcmp (f->footer.unique_id, e->id, 16) == 0;
-  vhd_file_close (f);
+  same = memcmp (f->id, e->id, 16) == 0;
+  vhd_layer_close (f);
   if (!same) {
     vhd_warning ("%s: not removed: its unique id is not the one that was "
                  "merged", e->path);
@@ -254,7 +254,7 @@ static void
 find_other_children (const struct merge *m, const char *dir, char *found,
                      size_t len)
 {
-  const struct vhd_file *t = m->view->layers[m->k];
+  const struct vhd_layer *t = m->view->layers[m->k];
   struct vhd_open_options quiet = { .readonly = true, .no_parents = true,
                                     .problem = ignore_problem };
   DIR *d = opendir (dir);
@@ -265,7 +265,7 @@ find_other_children (const struct merge *m, const char *dir, char *found,
   while ((e = readdir (d)) != NULL) {
     char *path;
     struct stat st;
-    struct vhd_file *f;
+    struct vhd_layer *f;
     unsigned i;
     bool in_chain = false;
 
@@ -281,13 +281,13 @@ find_other_children (const struct merge *m, const char *dir, char *found,
       for (n = 0; n < m->j.n_remove; n++)
         in_chain |= strcmp (m->j.remove[n].path, path) == 0;
       if (!in_chain && !strstr (found, path) &&
-          vhd_file_open (path, false, &quiet, &f) == 0) {
-        if (f->footer.disk_type == VHD_TYPE_DIFF && !f->unusable &&
-            memcmp (f->header.parent_id, t->footer.unique_id, 16) == 0 &&
+          vhd_layer_open (path, false, &quiet, &f) == 0) {
+        if (f->has_parent && !f->unusable &&
+            memcmp (f->parent_id, t->id, 16) == 0 &&
             strlen (found) + strlen (path) + 3 < len)
           snprintf (found + strlen (found), len - strlen (found), "%s%s",
                     found[0] ? ", " : "", path);
-        vhd_file_close (f);
+        vhd_layer_close (f);
       }
     }
     free (path);
@@ -365,16 +365,16 @@ open_chains (struct merge *m, const char *file)
 /* ------------------------------------------------------------ journal */
 
 static void
-set_entry (struct journal_entry *e, const struct vhd_file *f)
+set_entry (struct journal_entry *e, const struct vhd_layer *f)
 {
-  memcpy (e->id, f->footer.unique_id, 16);
+  memcpy (e->id, f->id, 16);
   e->path = strdup (f->path);
 }
 
 static bool
-entry_is (const struct journal_entry *e, const struct vhd_file *f)
+entry_is (const struct journal_entry *e, const struct vhd_layer *f)
 {
-  return memcmp (e->id, f->footer.unique_id, 16) == 0 &&
+  return memcmp (e->id, f->id, 16) == 0 &&
          strcmp (e->path, f->path) == 0;
 }
 
@@ -469,7 +469,7 @@ merge_into_target (struct merge *m)
     .progress = m->p->progress, .progress_opaque = m->p->opaque,
   };
   struct vhd_open_options o = { .no_parents = true };
-  struct vhd_file *top;
+  struct vhd_layer *top;
   int r;
 
   if (vhd_copy_chain (&copy) == -1)
@@ -481,10 +481,11 @@ merge_into_target (struct merge *m)
   if (m->k == 1)
     return 0;
   /* FILE is locked by m->locks; this second description is unlocked. */
-  if (vhd_file_open (m->view->layers[0]->path, true, &o, &top) == -1)
+  if (vhd_layer_open (m->view->layers[0]->path, true, &o, &top) == -1)
     return -1;
-  r = vhd_reparent (top, m->view->layers[m->k], m->p->step, m->p->opaque);
-  vhd_file_close (top);
+  r = top->ops->set_parent (top, m->view->layers[m->k], m->p->step,
+                           m->p->opaque);
+  vhd_layer_close (top);
   if (r == 0)
     step (m, "reparented");
   return r;
@@ -499,7 +500,7 @@ add_current_intermediates (struct merge *m)
   size_t n;
 
   for (i = 1; i < m->k; i++) {
-    const struct vhd_file *f = m->view->layers[i];
+    const struct vhd_layer *f = m->view->layers[i];
     struct journal_entry *e;
     bool listed = false;
 
@@ -540,7 +541,7 @@ vhd_merge (const char *file, const struct vhd_merge_params *p)
   if (open_chains (&m, file) == -1)
     goto out;
   if (m.have_journal &&
-      memcmp (m.j.file.id, m.view->layers[0]->footer.unique_id, 16) != 0 &&
+      memcmp (m.j.file.id, m.view->layers[0]->id, 16) != 0 &&
       drop_stale_journal (&m) == -1)
     goto out;
   if (check_removable (&m) == -1)

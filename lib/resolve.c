@@ -45,7 +45,7 @@ static struct run zero_run = { 0, UINT32_MAX, -1, 0 };
 static struct block_entry zero_entry = { &zero_run, 1, &zero_run, 1,
                                          NULL, 0, false };
 
-static struct vhd_file *
+static struct vhd_layer *
 top (const struct vhd_chain *c)
 {
   return c->layers[0];
@@ -54,8 +54,8 @@ top (const struct vhd_chain *c)
 uint32_t
 vhd_block_sectors (const struct vhd_chain *c, uint32_t blk)
 {
-  uint64_t spb = top (c)->sectors_per_block;
-  uint64_t total = c->size / VHD_SECTOR;
+  uint64_t spb = top (c)->block_size / c->sector;
+  uint64_t total = c->size / c->sector;
   return MIN (spb, total - blk * spb);
 }
 
@@ -65,7 +65,7 @@ vhd_cache_init (struct vhd_chain *c)
   struct vhd_cache *cache;
   int i;
 
-  if (top (c)->type == VHD_TYPE_FIXED)
+  if (top (c)->flat)
     return 0;
   cache = calloc (1, sizeof *cache);
   if (cache == NULL ||
@@ -131,8 +131,8 @@ struct runlist {
 /* Append, merging with the previous run when contiguous in the same
  * source, so a fully present block is a single run. */
 static int
-emit (struct runlist *l, uint32_t rel, uint32_t n, int32_t layer,
-      uint64_t file_off)
+emit (struct runlist *l, uint32_t sector, uint32_t rel, uint32_t n,
+      int32_t layer, uint64_t file_off)
 {
   struct run *last = l->n ? &l->r[l->n - 1] : NULL;
 
@@ -140,7 +140,7 @@ emit (struct runlist *l, uint32_t rel, uint32_t n, int32_t layer,
     return 0;
   if (last && last->layer == layer && last->rel + last->n == rel &&
       (layer == -1 ||
-       last->file_off + (uint64_t) last->n * VHD_SECTOR == file_off)) {
+       last->file_off + (uint64_t) last->n * sector == file_off)) {
     last->n += n;
     return 0;
   }
@@ -183,22 +183,26 @@ struct walk {
 };
 
 static const uint8_t *
-layer_bitmap (struct walk *w, unsigned k, uint32_t lblk, uint32_t entry)
+layer_bitmap (struct walk *w, unsigned k, uint32_t lblk,
+              const struct block_map *m)
 {
-  struct vhd_file *f = w->c->layers[k];
+  struct vhd_layer *l = w->c->layers[k];
 
   if (w->bitmap[k] && w->cached_blk[k] == lblk)
     return w->bitmap[k];
-  if (w->bitmap[k] == NULL && (w->bitmap[k] = malloc (f->bitmap_bytes)) == NULL)
+  if (w->bitmap[k] == NULL &&
+      (w->bitmap[k] = malloc (layer_bitmap_bytes (l))) == NULL)
     return NULL;
-  if (full_pread (f->fd, w->bitmap[k], f->bitmap_bytes,
-                  (uint64_t) entry * VHD_SECTOR) == -1) {
-    vhd_error ("%s: reading sector bitmap of block %u: %m", f->path, lblk);
+  if (l->ops->read_bitmap (l, lblk, m, w->bitmap[k]) == -1)
     return NULL;
-  }
   w->cached_blk[k] = lblk;
   return w->bitmap[k];
 }
+
+/* Sectors of layer k that it does not hold: its parent's, or zeros. */
+static int
+fall_through (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
+              uint64_t base, struct runlist *out);
 
 /* Resolve virtual sectors [vsec, vsec+n) through layers k, k+1, ...
  * Runs are emitted relative to base (the first sector of the top block
@@ -207,74 +211,91 @@ static int
 walk_layers (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
              uint64_t base, struct runlist *out)
 {
-  struct vhd_file *f;
+  uint32_t sector = w->c->sector;
+  struct vhd_layer *l;
+  uint32_t spb;
 
   if (k == w->c->depth)
-    return emit (out, vsec - base, n, -1, 0);
-  f = w->c->layers[k];
-  if (f->type == VHD_TYPE_FIXED)
-    return emit (out, vsec - base, n, k, vsec * VHD_SECTOR);
+    return emit (out, sector, vsec - base, n, -1, 0);
+  l = w->c->layers[k];
+  if (l->flat)
+    return emit (out, sector, vsec - base, n, k, vsec * sector);
 
+  spb = l->block_size / sector;
   while (n > 0) {
-    uint32_t lblk = vsec / f->sectors_per_block;
-    uint32_t within = vsec % f->sectors_per_block;
-    uint32_t m = MIN (n, f->sectors_per_block - within);
-    uint32_t entry = bat_get (f, lblk);
+    uint32_t lblk = vsec / spb;
+    uint32_t within = vsec % spb;
+    uint32_t m = MIN (n, spb - within);
+    struct block_map map;
     const uint8_t *bm;
     uint32_t i;
+    int r = 0;
 
-    if (entry == VHD_BAT_UNUSED) {
-      if (f->type == VHD_TYPE_DIFF) {
-        if (walk_layers (w, k + 1, vsec, m, base, out) == -1)
-          return -1;
-      }
-      else if (emit (out, vsec - base, m, -1, 0) == -1)
+    l->ops->lookup (l, lblk, &map);
+    switch (map.state) {
+    case BLOCK_ABSENT:
+      r = fall_through (w, k, vsec, m, base, out);
+      break;
+    case BLOCK_ZERO:
+      r = emit (out, sector, vsec - base, m, -1, 0);
+      break;
+    case BLOCK_PRESENT:
+      r = emit (out, sector, vsec - base, m, k,
+                map.data_off + (uint64_t) within * sector);
+      break;
+    case BLOCK_PARTIAL:
+      if ((bm = layer_bitmap (w, k, lblk, &map)) == NULL)
         return -1;
-    }
-    else {
-      if ((bm = layer_bitmap (w, k, lblk, entry)) == NULL)
-        return -1;
-      for (i = within; i < within + m; ) {
+      for (i = within; r == 0 && i < within + m; ) {
         bool present = bitmap_get (bm, i);
         uint32_t j = bit_run_end (bm, i, within + m, present);
         uint64_t v = vsec + (i - within);
-        int r;
 
         if (present)
-          r = emit (out, v - base, j - i, k,
-                    block_data_offset (f, entry) + (uint64_t) i * VHD_SECTOR);
-        else if (f->type == VHD_TYPE_DIFF)
-          r = walk_layers (w, k + 1, v, j - i, base, out);
+          r = emit (out, sector, v - base, j - i, k,
+                    map.data_off + (uint64_t) i * sector);
         else
-          r = emit (out, v - base, j - i, -1, 0);
-        if (r == -1)
-          return -1;
+          r = fall_through (w, k, v, j - i, base, out);
         i = j;
       }
+      break;
     }
+    if (r == -1)
+      return -1;
     vsec += m;
     n -= m;
   }
   return 0;
 }
 
-/* Does any layer below the top hold anything in these sectors? */
+static int
+fall_through (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
+              uint64_t base, struct runlist *out)
+{
+  if (w->c->layers[k]->has_parent)
+    return walk_layers (w, k + 1, vsec, n, base, out);
+  return emit (out, w->c->sector, vsec - base, n, -1, 0);
+}
+
+/* Might any layer below the top hold data in these sectors? */
 static bool
 parents_hold_anything (const struct vhd_chain *c, uint64_t vsec, uint32_t n)
 {
   unsigned k;
 
   for (k = 1; k < c->depth; k++) {
-    const struct vhd_file *f = c->layers[k];
-    uint64_t b;
+    struct vhd_layer *l = c->layers[k];
+    uint64_t spb = l->block_size / c->sector, b;
 
-    if (f->type == VHD_TYPE_FIXED)
+    if (l->flat)
       return true;
-    for (b = vsec / f->sectors_per_block;
-         b <= (vsec + n - 1) / f->sectors_per_block; b++)
-      if (bat_get (f, b) != VHD_BAT_UNUSED)
+    for (b = vsec / spb; b <= (vsec + n - 1) / spb; b++) {
+      struct block_map map;
+      l->ops->lookup (l, b, &map);
+      if (map.state == BLOCK_PRESENT || map.state == BLOCK_PARTIAL)
         return true;
-    if (f->type == VHD_TYPE_DYNAMIC)
+    }
+    if (!l->has_parent)
       break;
   }
   return false;
@@ -284,7 +305,7 @@ parents_hold_anything (const struct vhd_chain *c, uint64_t vsec, uint32_t n)
 static int
 merge_top (struct vhd_chain *c, struct block_entry *e, uint32_t nsec)
 {
-  struct vhd_file *t = top (c);
+  struct vhd_layer *t = top (c);
   struct runlist l = { NULL, 0, 0 };
   uint32_t i = 0, b;
 
@@ -293,8 +314,8 @@ merge_top (struct vhd_chain *c, struct block_entry *e, uint32_t nsec)
     uint32_t j = e->top_bitmap ? bit_run_end (e->top_bitmap, i, nsec, present)
                                : nsec;
     if (present) {
-      if (emit (&l, i, j - i, 0, block_data_offset (t, e->top_entry) +
-                (uint64_t) i * VHD_SECTOR) == -1)
+      if (emit (&l, c->sector, i, j - i, 0,
+                e->top_data_off + (uint64_t) i * c->sector) == -1)
         goto nomem;
     }
     else
@@ -302,8 +323,8 @@ merge_top (struct vhd_chain *c, struct block_entry *e, uint32_t nsec)
         const struct run *r = &e->below[b];
         uint32_t s = MAX (r->rel, i), x = MIN (r->rel + r->n, j);
         if (s < x &&
-            emit (&l, s, x - s, r->layer,
-                  r->file_off + (uint64_t) (s - r->rel) * VHD_SECTOR) == -1)
+            emit (&l, c->sector, s, x - s, r->layer,
+                  r->file_off + (uint64_t) (s - r->rel) * c->sector) == -1)
           goto nomem;
       }
     i = j;
@@ -322,16 +343,17 @@ merge_top (struct vhd_chain *c, struct block_entry *e, uint32_t nsec)
 static struct block_entry *
 fill_entry (struct vhd_chain *c, uint32_t blk, bool materialize)
 {
-  struct vhd_file *t = top (c);
+  struct vhd_layer *t = top (c);
   uint32_t nsec = vhd_block_sectors (c, blk);
-  uint64_t base = (uint64_t) blk * t->sectors_per_block;
-  uint32_t entry = bat_get (t, blk);
+  uint64_t base = (uint64_t) blk * (t->block_size / c->sector);
   struct runlist below = { NULL, 0, 0 };
   struct block_entry *e;
   struct walk w = { c, NULL, NULL };
+  struct block_map map;
 
-  if (entry == VHD_BAT_UNUSED && !materialize &&
-      (t->type == VHD_TYPE_DYNAMIC || !parents_hold_anything (c, base, nsec)))
+  t->ops->lookup (t, blk, &map);
+  if (map.state == BLOCK_ABSENT && !materialize &&
+      (!t->has_parent || !parents_hold_anything (c, base, nsec)))
     return &zero_entry;
 
   e = calloc (1, sizeof *e);
@@ -341,25 +363,31 @@ fill_entry (struct vhd_chain *c, uint32_t blk, bool materialize)
     vhd_error ("%s: block cache: %m", t->path);
     goto err;
   }
-  if (t->type == VHD_TYPE_DIFF) {
+  /* What shows where the top holds nothing: a top block that reads as
+   * zeros hides its parents (so do clear bits of a top without one). */
+  if (t->has_parent && map.state != BLOCK_ZERO) {
     if (walk_layers (&w, 1, base, nsec, base, &below) == -1)
       goto err;
   }
-  else if (emit (&below, 0, nsec, -1, 0) == -1)
+  else if (emit (&below, c->sector, 0, nsec, -1, 0) == -1)
     goto err;
   e->below = below.r;
   e->n_below = below.n;
   below.r = NULL;
 
-  if (entry != VHD_BAT_UNUSED) {
-    e->top_entry = entry;
-    e->top_bitmap = malloc (t->bitmap_bytes);
-    if (e->top_bitmap == NULL ||
-        full_pread (t->fd, e->top_bitmap, t->bitmap_bytes,
-                    (uint64_t) entry * VHD_SECTOR) == -1) {
-      vhd_error ("%s: reading sector bitmap of block %u: %m", t->path, blk);
+  if (map.state == BLOCK_PRESENT || map.state == BLOCK_PARTIAL) {
+    uint32_t bytes = layer_bitmap_bytes (t);
+
+    e->top_data_off = map.data_off;
+    e->top_bitmap = malloc (bytes);
+    if (e->top_bitmap == NULL) {
+      vhd_error ("%s: block cache: %m", t->path);
       goto err;
     }
+    if (map.state == BLOCK_PRESENT)
+      memset (e->top_bitmap, 0xFF, bytes);
+    else if (t->ops->read_bitmap (t, blk, &map, e->top_bitmap) == -1)
+      goto err;
   }
   if (merge_top (c, e, nsec) == -1)
     goto err;
@@ -408,17 +436,17 @@ vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 
 int
 vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
-                       uint32_t blk, uint32_t rel, uint32_t n)
+                       uint32_t blk, uint64_t data_off, uint32_t rel,
+                       uint32_t n)
 {
-  struct vhd_file *t = top (c);
   bool changed = false;
   uint32_t i;
 
   if (e->top_bitmap == NULL) {
-    e->top_bitmap = calloc (1, t->bitmap_bytes);
+    e->top_bitmap = calloc (1, layer_bitmap_bytes (top (c)));
     if (e->top_bitmap == NULL)
       return -1;
-    e->top_entry = bat_get (t, blk);
+    e->top_data_off = data_off;
   }
   for (i = rel; i < rel + n; i++)
     if (!bitmap_get (e->top_bitmap, i)) {
@@ -441,10 +469,10 @@ read_runs (struct vhd_chain *c, const struct run *runs, uint32_t n,
   uint32_t i;
 
   for (i = 0; i < n; i++) {
-    uint64_t rs = block_start + (uint64_t) runs[i].rel * VHD_SECTOR;
-    uint64_t re = rs + (uint64_t) runs[i].n * VHD_SECTOR;
+    uint64_t rs = block_start + (uint64_t) runs[i].rel * c->sector;
+    uint64_t re = rs + (uint64_t) runs[i].n * c->sector;
     uint64_t s = MAX (rs, offset), e = MIN (re, offset + count);
-    struct vhd_file *f;
+    struct vhd_layer *f;
 
     if (s >= e)
       continue;
@@ -495,8 +523,8 @@ read_piece (struct vhd_chain *c, uint32_t blk, char *buf, uint64_t count,
             uint64_t offset)
 {
   uint64_t block_start = (uint64_t) blk * top (c)->block_size;
-  uint32_t rel = (offset - block_start) / VHD_SECTOR;
-  uint32_t end = (offset + count - block_start + VHD_SECTOR - 1) / VHD_SECTOR;
+  uint32_t rel = (offset - block_start) / c->sector;
+  uint32_t end = (offset + count - block_start + c->sector - 1) / c->sector;
   struct run local[32], *runs = local;
   uint32_t cap = 32, n;
   struct block_entry *e;
@@ -537,10 +565,10 @@ int
 vhd_chain_pread (struct vhd_chain *c, void *buf, uint64_t count,
                  uint64_t offset)
 {
-  struct vhd_file *t = top (c);
+  struct vhd_layer *t = top (c);
   char *p = buf;
 
-  if (t->type == VHD_TYPE_FIXED) {
+  if (t->flat) {
     if (full_pread (t->fd, buf, count, offset) == -1) {
       vhd_error ("%s: read at offset %" PRIu64 ": %m", t->path, offset);
       return -1;
@@ -566,7 +594,7 @@ int
 vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
                    vhd_extent_fn fn, void *opaque)
 {
-  struct vhd_file *t = top (c);
+  struct vhd_layer *t = top (c);
   uint64_t end = MIN (offset + count, c->size);
   uint64_t pend_off = offset, pend_len = 0;
   int pend_layer = 0;
@@ -577,7 +605,7 @@ vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
    * gets back one extent longer than 4 GiB.  So extents stop at end. */
   if (offset >= end)
     return 0;
-  if (t->type == VHD_TYPE_FIXED)
+  if (t->flat)
     return fn (opaque, offset, end - offset, 0) == -1 ? -1 : 0;
 
   while (offset < end) {
@@ -591,8 +619,8 @@ vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
     e = vhd_cache_get (c, blk, false);
     for (i = 0; e && i < e->n_merged; i++) {
       const struct run *r = &e->merged[i];
-      uint64_t s = block_start + (uint64_t) r->rel * VHD_SECTOR;
-      uint64_t x = MIN (s + (uint64_t) r->n * VHD_SECTOR, block_end);
+      uint64_t s = block_start + (uint64_t) r->rel * c->sector;
+      uint64_t x = MIN (s + (uint64_t) r->n * c->sector, block_end);
       int kind = r->layer;
 
       s = MAX (s, offset);

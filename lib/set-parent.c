@@ -23,7 +23,7 @@ ignore_problem (void *opaque, const char *file, const char *structure,
  * check mode, quietly: a parent whose own parents are missing can still
  * be set (chains are often repaired one link at a time). */
 static bool
-makes_loop (const struct vhd_file *child, const char *parent)
+makes_loop (const struct vhd_layer *child, const char *parent)
 {
   struct vhd_open_options o = {
     .readonly = true, .no_lock = true, .problem = ignore_problem,
@@ -42,12 +42,12 @@ makes_loop (const struct vhd_file *child, const char *parent)
 }
 
 static int
-check_pair (const struct vhd_file *c, const struct vhd_file *p,
+check_pair (const struct vhd_layer *c, const struct vhd_layer *p,
             const struct vhd_set_parent_params *params)
 {
   char want[37], got[37];
 
-  if (c->type != VHD_TYPE_DIFF) {
+  if (!c->has_parent) {
     vhd_error ("%s: not a differencing disk (it is %s): only differencing "
                "disks have a parent", c->path, vhd_type_name (c->type));
     goto inval;
@@ -68,9 +68,9 @@ check_pair (const struct vhd_file *c, const struct vhd_file *p,
                "is %" PRIu64 " bytes", c->path, c->size, p->path, p->size);
     goto inval;
   }
-  if (memcmp (p->footer.unique_id, c->header.parent_id, 16) != 0) {
-    vhd_uuid_format (c->header.parent_id, want);
-    vhd_uuid_format (p->footer.unique_id, got);
+  if (memcmp (p->id, c->parent_id, 16) != 0) {
+    vhd_uuid_format (c->parent_id, want);
+    vhd_uuid_format (p->id, got);
     if (!params->ignore_id_mismatch) {
       vhd_error ("%s: parent id mismatch: the child expects parent id %s, "
                  "but %s has id %s; refusing (ignore the mismatch only if "
@@ -95,21 +95,21 @@ vhd_set_parent (const char *file, const char *parent,
                 const struct vhd_set_parent_params *params)
 {
   struct vhd_open_options o = { .no_parents = true };
-  struct vhd_file *c = NULL, *p = NULL;
+  struct vhd_layer *c = NULL, *p = NULL;
   int r = -1;
 
   /* The parent is locked after the checks: locking FILE twice (PARENT
    * = FILE) would report a conflict with ourselves instead of a loop. */
-  if (vhd_file_open (file, true, &o, &c) == -1 ||
+  if (vhd_layer_open (file, true, &o, &c) == -1 ||
       vhd_lock_file (c, true) == -1 ||
-      vhd_file_open (parent, false, &o, &p) == -1 ||
+      vhd_layer_open (parent, false, &o, &p) == -1 ||
       check_pair (c, p, params) == -1 ||
       vhd_lock_file (p, false) == -1 ||
-      vhd_reparent (c, p, params->step, params->opaque) == -1)
+      c->ops->set_parent (c, p, params->step, params->opaque) == -1)
     goto out;
   r = 0;
  out:
-  vhd_file_close (p);
-  vhd_file_close (c);
+  vhd_layer_close (p);
+  vhd_layer_close (c);
   return r;
 }

@@ -16,12 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
-#define VHD_SECTOR 512
-#define VHD_FOOTER_SIZE 512
-#define VHD_HEADER_SIZE 1024
-#define VHD_BAT_UNUSED 0xFFFFFFFFu
-#define VHD_NUM_LOCATORS 8
 /* Microsoft's limit, also what 32-bit sector BAT entries allow. */
 #define VHD_MAX_SIZE (2040ULL << 30)
 #define VHD_DEFAULT_BLOCK_SIZE (2u << 20)
@@ -45,83 +41,11 @@ void vhd_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void vhd_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void vhd_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
-/* ------------------------------------------------------------ on disk */
-
-/* Hard disk footer (512 bytes, big-endian on disk), decoded. */
-struct vhd_footer {
-  char cookie[8];
-  uint32_t features;
-  uint32_t version;
-  uint64_t data_offset;
-  uint32_t timestamp;
-  char creator_app[4];
-  uint32_t creator_version;
-  uint32_t creator_os;
-  uint64_t original_size;
-  uint64_t current_size;
-  uint16_t cylinders;
-  uint8_t heads;
-  uint8_t sectors_per_track;
-  uint32_t disk_type;
-  uint32_t checksum;
-  uint8_t unique_id[16];
-  uint8_t saved_state;
-};
-
-struct vhd_locator {
-  uint32_t code;                /* platform code, 0 = unused slot */
-  uint32_t space;               /* as stored (bytes or sectors) */
-  uint32_t length;              /* bytes of locator data */
-  uint64_t offset;              /* absolute byte offset of the data */
-};
-
-/* Dynamic disk header (1024 bytes), decoded. */
-struct vhd_header {
-  char cookie[8];
-  uint64_t data_offset;
-  uint64_t table_offset;
-  uint32_t version;
-  uint32_t max_table_entries;
-  uint32_t block_size;
-  uint32_t checksum;
-  uint8_t parent_id[16];
-  uint32_t parent_timestamp;
-  uint8_t parent_name[512];     /* UTF-16BE, NUL padded */
-  struct vhd_locator loc[VHD_NUM_LOCATORS];
-};
-
-#define VHD_LOC_W2RU 0x57327275u
-#define VHD_LOC_W2KU 0x57326B75u
-#define VHD_LOC_WI2R 0x57693272u
-#define VHD_LOC_WI2K 0x5769326Bu
-#define VHD_LOC_MACX 0x4D616358u
-#define VHD_LOC_MAC  0x4D616320u
-
-/* Checksum: one's complement of the byte sum, checksum field as zero. */
-uint32_t vhd_checksum (const uint8_t *buf, size_t len, size_t csum_offset);
-
-void vhd_footer_decode (const uint8_t buf[VHD_FOOTER_SIZE], struct vhd_footer *f);
-/* Encodes and stores a fresh checksum (into f->checksum too). */
-void vhd_footer_encode (struct vhd_footer *f, uint8_t buf[VHD_FOOTER_SIZE]);
-void vhd_header_decode (const uint8_t buf[VHD_HEADER_SIZE], struct vhd_header *h);
-void vhd_header_encode (struct vhd_header *h, uint8_t buf[VHD_HEADER_SIZE]);
-
-/* CHS geometry by the algorithm of the VHD specification's appendix. */
-void vhd_chs (uint64_t size, uint16_t *cyl, uint8_t *heads, uint8_t *spt);
-
-/* Bytes of sector bitmap in front of each block: one bit per sector,
- * rounded up to a whole sector. */
-uint32_t vhd_bitmap_bytes (uint32_t block_size);
-
-/* Locator platform data space: the spec says sectors, every producer
- * writes bytes.  Returns the byte count, or 0 if the value is invalid. */
-uint64_t vhd_locator_space_bytes (uint32_t space);
+/* ------------------------------------------------------------ names */
 
 const char *vhd_type_name (uint32_t disk_type);
 /* "xxxxxxxx-xxxx-..." from the 16 raw bytes in storage order. */
 void vhd_uuid_format (const uint8_t id[16], char out[37]);
-/* Printable creator application ("win ", "qemu", "tap\0" -> "tap"). */
-void vhd_creator_format (const char app[4], char out[5]);
 
 /* ------------------------------------------------------------ text */
 
@@ -170,63 +94,61 @@ struct vhd_open_options {
   const char *missing_parent_hint;
 };
 
-struct vhd_file {
-  char *path;                   /* absolute */
-  int fd;
-  bool writable;
-  dev_t dev;
-  ino_t ino;
-  uint64_t file_size;
+/* ------------------------------------------------------------ layers */
 
-  struct vhd_footer footer;
-  uint64_t footer_offset;       /* where the footer in use was found */
-  bool footer_from_copy;        /* EOF footer unusable, copy at 0 used */
-  bool footer_copy_differs;     /* dyn/diff: copy at 0 != EOF footer */
+/* One file of a chain, whatever its format (opaque). */
+struct vhd_layer;
 
-  uint32_t type;                /* enum vhd_type */
-  uint64_t size;                /* current size: the guest-visible size */
+/* Open one file alone (no parents), validated as vhd_chain_open would:
+ * what vhdtool info shows when the chain cannot be resolved. */
+int vhd_layer_open (const char *path, bool writable,
+                    const struct vhd_open_options *opts,
+                    struct vhd_layer **out);
+void vhd_layer_close (struct vhd_layer *l);
+const char *vhd_layer_path (const struct vhd_layer *l);
+uint64_t vhd_layer_size (const struct vhd_layer *l);
+/* "fixed", "dynamic" or "differencing". */
+const char *vhd_layer_type (const struct vhd_layer *l);
 
-  /* Dynamic and differencing only. */
-  struct vhd_header header;
-  uint32_t block_size;
-  uint32_t bitmap_bytes;
-  uint32_t sectors_per_block;
-  uint32_t n_blocks;            /* blocks covering size */
-  uint32_t *bat;                /* host order, complemented (~entry):
-                                   see bat_get in internal.h */
-  uint64_t bat_loaded;          /* entries in bat: whole BAT sectors */
-  uint32_t *bat_pages;          /* one bit per page of bat ever written:
-                                   see bat_get in internal.h */
-  uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
-  uint64_t data_end;            /* end of the last allocated block */
-  char *parent_name;            /* parent unicode name as UTF-8 */
-  bool unusable;                /* check mode: too damaged to examine
-                                   further (its parent is not looked for) */
+/* Plain facts about one layer, for vhdtool info.  Strings are owned
+ * by the structure: vhd_layer_info_free. */
+struct vhd_locator_info {
+  int slot;
+  char kind[5];                 /* "W2ru", ... */
+  char *text;                   /* NULL: unreadable */
 };
 
-int vhd_file_open (const char *path, bool writable,
-                   const struct vhd_open_options *opts,
-                   struct vhd_file **out);
-void vhd_file_close (struct vhd_file *f);
+struct vhd_layer_info {
+  const char *format;           /* "VHD" */
+  uint32_t type;                /* enum vhd_type */
+  uint64_t size;                /* guest-visible */
+  uint32_t block_size;          /* 0 for fixed disks */
+  uint32_t sector_size;         /* logical */
+  uint64_t allocated;           /* bytes of blocks allocated (fixed: size) */
+  uint64_t file_size;
+  char id[37];
+  char creator[5];
+  uint32_t creator_version;     /* major << 16 | minor */
+  const char *creator_os;       /* "Wi2k", "Mac" or "other" */
+  time_t created;
+  bool has_geometry;
+  unsigned cylinders, heads, sectors_per_track;
+  bool footer_from_copy;        /* EOF footer unusable, copy at 0 used */
+  /* Differencing disks only. */
+  char parent_id[37];
+  char *parent_name;
+  time_t parent_time;
+  unsigned n_locators;
+  struct vhd_locator_info locators[8];
+};
 
-/* Number of allocated blocks (within the disk size). */
-uint64_t vhd_file_allocated_blocks (const struct vhd_file *f);
-/* Decoded text of locator slot i, as found (malloc'd), or NULL. */
-char *vhd_locator_text (const struct vhd_file *f, int i);
-const char *vhd_locator_code_name (uint32_t code, char buf[5]);
+void vhd_layer_describe (struct vhd_layer *l, struct vhd_layer_info *info);
+void vhd_layer_info_free (struct vhd_layer_info *info);
 
 /* ------------------------------------------------------------ chain */
 
-struct vhd_cache;
-
-struct vhd_chain {
-  unsigned depth;               /* number of layers */
-  struct vhd_file **layers;     /* layers[0] is the top (the named file) */
-  uint64_t size;
-  bool writable;
-  struct vhd_cache *cache;      /* per-block resolution (resolve.c) */
-  struct vhd_writer *writer;    /* dirty metadata (write.c) */
-};
+/* The layers of a disk, top first (opaque). */
+struct vhd_chain;
 
 int vhd_chain_open (const char *path, const struct vhd_open_options *opts,
                     struct vhd_chain **out);
@@ -239,6 +161,12 @@ int vhd_sync_dir (const char *path);
 int vhd_chain_make_writable (struct vhd_chain *c);
 /* Flushes pending metadata when writable, then closes every file. */
 int vhd_chain_close (struct vhd_chain *c);
+
+uint64_t vhd_chain_size (const struct vhd_chain *c);
+unsigned vhd_chain_depth (const struct vhd_chain *c);
+/* Layer k, 0 being the top (the named file); k < depth. */
+struct vhd_layer *vhd_chain_layer (const struct vhd_chain *c, unsigned k);
+bool vhd_chain_writable (const struct vhd_chain *c);
 
 int vhd_chain_pread (struct vhd_chain *c, void *buf, uint64_t count,
                      uint64_t offset);

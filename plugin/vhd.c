@@ -218,7 +218,7 @@ vhd_close (void *handle)
 static int64_t
 vhd_get_size (void *handle)
 {
-  return chain->size;
+  return vhd_chain_size (chain);
 }
 
 static int

@@ -209,7 +209,7 @@ main (void)
   ok (vhd_create (path_of ("base.vhd"), &dyn) == -1 && errno == EEXIST,
       "create refuses to overwrite");
   c = open_chain ("base.vhd", false);
-  ok (c != NULL && c->depth == 1 && c->size == SIZE, "open base");
+  ok (c != NULL && vhd_chain_depth (c) == 1 && vhd_chain_size (c) == SIZE, "open base");
   ok (chain_matches_model (c), "new dynamic disk reads as zeros");
   ok (extents_consistent (c), "extents of an empty disk");
   ok (random_writes (c, 40, 0x11), "random writes into base");
@@ -226,7 +226,7 @@ main (void)
   diff.parent = path_of ("base.vhd");
   ok (vhd_create (path_of ("mid.vhd"), &diff) == 0, "create child");
   c = open_chain ("mid.vhd", false);
-  ok (c && c->depth == 2, "child chain has two layers");
+  ok (c && vhd_chain_depth (c) == 2, "child chain has two layers");
   ok (chain_matches_model (c), "fresh child shows the parent");
   ok (random_writes (c, 40, 0x22), "random writes into child");
   ok (chain_matches_model (c), "child reads back merged content");
@@ -245,7 +245,7 @@ main (void)
       "with 256 KiB blocks");
   mid_copy = slurp (path_of ("mid.vhd"), &mid_len);
   c = open_chain ("top.vhd", false);
-  ok (c && c->depth == 3, "three-layer chain");
+  ok (c && vhd_chain_depth (c) == 3, "three-layer chain");
   ok (chain_matches_model (c), "grandchild shows the chain");
   ok (random_writes (c, 60, 0x33), "random writes into grandchild");
   ok (chain_matches_model (c) && odd_reads (c), "grandchild content");
@@ -303,7 +303,7 @@ main (void)
     }
     ok (all, "built a 40-layer chain");
     c = open_chain (prev, true);
-    ok (c && c->depth == 40 && chain_matches_model (c),
+    ok (c && vhd_chain_depth (c) == 40 && chain_matches_model (c),
         "40-layer chain reads the model");
     vhd_chain_close (c);
   }

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-#include "vhd.h"
+#include "vhd/vhd-format.h"
 #include "tap.h"
 
 /* The checksum is the one's complement of the byte sum, its own four

@@ -95,15 +95,15 @@ print_json (const char *file, const struct vhd_chain *c,
   size_t i;
 
   printf ("{\n  \"file\": ");
-  json_string (stdout, c ? c->layers[0]->path : file);
+  json_string (stdout, c ? vhd_layer_path (vhd_chain_layer (c, 0)) : file);
   printf (",\n  \"status\": \"%s\",\n  \"chain\": [", status_name (status));
-  for (k = 0; c && k < c->depth; k++) {
+  for (k = 0; c && k < vhd_chain_depth (c); k++) {
     printf ("%s\n    { \"depth\": %u, \"type\": \"%s\", \"file\": ",
-            k ? "," : "", k, vhd_type_name (c->layers[k]->footer.disk_type));
-    json_string (stdout, c->layers[k]->path);
+            k ? "," : "", k, vhd_layer_type (vhd_chain_layer (c, k)));
+    json_string (stdout, vhd_layer_path (vhd_chain_layer (c, k)));
     printf (" }");
   }
-  printf ("%s],\n  \"problems\": [", c && c->depth ? "\n  " : "");
+  printf ("%s],\n  \"problems\": [", c && vhd_chain_depth (c) ? "\n  " : "");
   for (i = 0; i < r->n; i++) {
     printf ("%s\n    { \"file\": ", i ? "," : "");
     json_string (stdout, r->p[i].file);
@@ -123,10 +123,10 @@ print_text (const struct vhd_chain *c, const struct report *r)
   size_t i;
 
   printf ("chain:\n");
-  for (k = 0; k < c->depth; k++)
+  for (k = 0; k < vhd_chain_depth (c); k++)
     printf ("  %u  %-12s %s\n", k,
-            vhd_type_name (c->layers[k]->footer.disk_type),
-            c->layers[k]->path);
+            vhd_layer_type (vhd_chain_layer (c, k)),
+            vhd_layer_path (vhd_chain_layer (c, k)));
   if (r->n == 0) {
     printf ("no problems found\n");
     return;

@@ -9,8 +9,6 @@
 
 #include "vhdtool.h"
 
-#define VHD_EPOCH 946684800
-
 static void
 info_help (void)
 {
@@ -25,9 +23,8 @@ info_help (void)
 }
 
 static void
-format_time (uint32_t vhd_time, char *buf, size_t len)
+format_time (time_t t, char *buf, size_t len)
 {
-  time_t t = (time_t) vhd_time + VHD_EPOCH;
   struct tm tm;
 
   gmtime_r (&t, &tm);
@@ -36,146 +33,120 @@ format_time (uint32_t vhd_time, char *buf, size_t len)
 
 /* Everything info reports about one file, formatted once. */
 struct facts {
-  char id[37], parent_id[37], creator[5], created[32], parent_time[32];
+  struct vhd_layer_info i;
+  const char *path;
+  char created[32], parent_time[32];
   char size_h[32], alloc_h[32];
-  uint64_t allocated;
 };
 
 static void
-gather (const struct vhd_file *f, struct facts *x)
+gather (struct vhd_layer *l, struct facts *x)
 {
-  vhd_uuid_format (f->footer.unique_id, x->id);
-  vhd_creator_format (f->footer.creator_app, x->creator);
-  format_time (f->footer.timestamp, x->created, sizeof x->created);
-  human_size (f->size, x->size_h, sizeof x->size_h);
-  x->allocated = f->type == VHD_TYPE_FIXED ? f->size
-               : vhd_file_allocated_blocks (f) * f->block_size;
-  human_size (x->allocated, x->alloc_h, sizeof x->alloc_h);
-  if (f->type == VHD_TYPE_DIFF) {
-    vhd_uuid_format (f->header.parent_id, x->parent_id);
-    format_time (f->header.parent_timestamp, x->parent_time,
-                 sizeof x->parent_time);
-  }
-}
-
-static const char *
-creator_os (uint32_t os)
-{
-  switch (os) {
-  case 0x5769326B: return "Wi2k";
-  case 0x4D616320: return "Mac";
-  default: return "other";
-  }
+  vhd_layer_describe (l, &x->i);
+  x->path = vhd_layer_path (l);
+  format_time (x->i.created, x->created, sizeof x->created);
+  human_size (x->i.size, x->size_h, sizeof x->size_h);
+  human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
+  if (x->i.type == VHD_TYPE_DIFF)
+    format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
 
 static void
-print_text (const struct vhd_file *f, const struct vhd_chain *c,
+print_text (const struct facts *x, const struct vhd_chain *c,
             const char *chain_error)
 {
-  struct facts x;
-  int i;
-  unsigned k;
+  const struct vhd_layer_info *f = &x->i;
+  unsigned i, k;
 
-  gather (f, &x);
-  printf ("file:              %s\n", f->path);
+  printf ("file:              %s\n", x->path);
   printf ("type:              %s\n", vhd_type_name (f->type));
-  printf ("virtual size:      %" PRIu64 " (%s)\n", f->size, x.size_h);
+  printf ("virtual size:      %" PRIu64 " (%s)\n", f->size, x->size_h);
   if (f->type != VHD_TYPE_FIXED)
     printf ("block size:        %u\n", f->block_size);
-  printf ("creator:           \"%s\" %u.%u (%s)\n", x.creator,
-          f->footer.creator_version >> 16,
-          f->footer.creator_version & 0xffff, creator_os (f->footer.creator_os));
-  printf ("created:           %s\n", x.created);
-  printf ("unique id:         %s\n", x.id);
-  printf ("geometry (CHS):    %u/%u/%u\n", f->footer.cylinders,
-          f->footer.heads, f->footer.sectors_per_track);
-  printf ("allocated:         %" PRIu64 " (%s)\n", x.allocated, x.alloc_h);
+  printf ("creator:           \"%s\" %u.%u (%s)\n", f->creator,
+          f->creator_version >> 16, f->creator_version & 0xffff,
+          f->creator_os);
+  printf ("created:           %s\n", x->created);
+  printf ("unique id:         %s\n", f->id);
+  if (f->has_geometry)
+    printf ("geometry (CHS):    %u/%u/%u\n", f->cylinders, f->heads,
+            f->sectors_per_track);
+  printf ("allocated:         %" PRIu64 " (%s)\n", f->allocated, x->alloc_h);
   printf ("file size:         %" PRIu64 "\n", f->file_size);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
   if (f->type == VHD_TYPE_DIFF) {
-    printf ("parent id:         %s\n", x.parent_id);
+    printf ("parent id:         %s\n", f->parent_id);
     printf ("parent name:       %s\n", f->parent_name);
-    printf ("parent timestamp:  %s\n", x.parent_time);
-    for (i = 0; i < VHD_NUM_LOCATORS; i++) {
-      char code[5], *text;
-      if (f->header.loc[i].code == 0)
-        continue;
-      text = vhd_locator_text (f, i);
-      printf ("locator %d:         %s %s\n", i,
-              vhd_locator_code_name (f->header.loc[i].code, code),
-              text ? text : "(unreadable)");
-      free (text);
-    }
+    printf ("parent timestamp:  %s\n", x->parent_time);
+    for (i = 0; i < f->n_locators; i++)
+      printf ("locator %d:         %s %s\n", f->locators[i].slot,
+              f->locators[i].kind,
+              f->locators[i].text ? f->locators[i].text : "(unreadable)");
   }
   printf ("chain:\n");
   if (c)
-    for (k = 0; k < c->depth; k++)
-      printf ("  %u  %-12s %s\n", k, vhd_type_name (c->layers[k]->type),
-              c->layers[k]->path);
+    for (k = 0; k < vhd_chain_depth (c); k++)
+      printf ("  %u  %-12s %s\n", k,
+              vhd_layer_type (vhd_chain_layer (c, k)),
+              vhd_layer_path (vhd_chain_layer (c, k)));
   else
     printf ("  cannot be resolved: %s\n", chain_error);
 }
 
 static void
-print_json (const struct vhd_file *f, const struct vhd_chain *c,
+print_json (const struct facts *x, const struct vhd_chain *c,
             const char *chain_error)
 {
-  struct facts x;
-  int i;
-  unsigned k;
-  bool first = true;
+  const struct vhd_layer_info *f = &x->i;
+  unsigned i, k;
 
-  gather (f, &x);
   printf ("{\n  \"file\": ");
-  json_string (stdout, f->path);
+  json_string (stdout, x->path);
   printf (",\n  \"type\": \"%s\",\n", vhd_type_name (f->type));
   printf ("  \"virtual-size\": %" PRIu64 ",\n", f->size);
   if (f->type != VHD_TYPE_FIXED)
     printf ("  \"block-size\": %u,\n", f->block_size);
   printf ("  \"creator\": ");
-  json_string (stdout, x.creator);
+  json_string (stdout, f->creator);
   printf (",\n  \"creator-version\": \"%u.%u\",\n",
-          f->footer.creator_version >> 16, f->footer.creator_version & 0xffff);
-  printf ("  \"creator-os\": \"%s\",\n", creator_os (f->footer.creator_os));
-  printf ("  \"created\": \"%s\",\n", x.created);
-  printf ("  \"unique-id\": \"%s\",\n", x.id);
-  printf ("  \"geometry\": { \"cylinders\": %u, \"heads\": %u, "
-          "\"sectors\": %u },\n", f->footer.cylinders, f->footer.heads,
-          f->footer.sectors_per_track);
-  printf ("  \"allocated\": %" PRIu64 ",\n", x.allocated);
+          f->creator_version >> 16, f->creator_version & 0xffff);
+  printf ("  \"creator-os\": \"%s\",\n", f->creator_os);
+  printf ("  \"created\": \"%s\",\n", x->created);
+  printf ("  \"unique-id\": \"%s\",\n", f->id);
+  if (f->has_geometry)
+    printf ("  \"geometry\": { \"cylinders\": %u, \"heads\": %u, "
+            "\"sectors\": %u },\n", f->cylinders, f->heads,
+            f->sectors_per_track);
+  printf ("  \"allocated\": %" PRIu64 ",\n", f->allocated);
   printf ("  \"file-size\": %" PRIu64 ",\n", f->file_size);
-  printf ("  \"footer-from-copy\": %s,\n", f->footer_from_copy ? "true" : "false");
+  printf ("  \"footer-from-copy\": %s,\n",
+          f->footer_from_copy ? "true" : "false");
   if (f->type == VHD_TYPE_DIFF) {
-    printf ("  \"parent-id\": \"%s\",\n  \"parent-name\": ", x.parent_id);
+    printf ("  \"parent-id\": \"%s\",\n  \"parent-name\": ", f->parent_id);
     json_string (stdout, f->parent_name);
     printf (",\n  \"parent-timestamp\": \"%s\",\n  \"locators\": [",
-            x.parent_time);
-    for (i = 0; i < VHD_NUM_LOCATORS; i++) {
-      char code[5], *text;
-      if (f->header.loc[i].code == 0)
-        continue;
-      text = vhd_locator_text (f, i);
-      printf ("%s\n    { \"slot\": %d, \"code\": ", first ? "" : ",", i);
-      json_string (stdout, vhd_locator_code_name (f->header.loc[i].code, code));
+            x->parent_time);
+    for (i = 0; i < f->n_locators; i++) {
+      printf ("%s\n    { \"slot\": %d, \"code\": ", i ? "," : "",
+              f->locators[i].slot);
+      json_string (stdout, f->locators[i].kind);
       printf (", \"path\": ");
-      if (text)
-        json_string (stdout, text);
+      if (f->locators[i].text)
+        json_string (stdout, f->locators[i].text);
       else
         printf ("null");
       printf (" }");
-      free (text);
-      first = false;
     }
     printf ("\n  ],\n");
   }
   printf ("  \"chain\": ");
   if (c) {
     printf ("[");
-    for (k = 0; k < c->depth; k++) {
+    for (k = 0; k < vhd_chain_depth (c); k++) {
       printf ("%s\n    { \"depth\": %u, \"type\": \"%s\", \"file\": ",
-              k ? "," : "", k, vhd_type_name (c->layers[k]->type));
-      json_string (stdout, c->layers[k]->path);
+              k ? "," : "", k, vhd_layer_type (vhd_chain_layer (c, k)));
+      json_string (stdout, vhd_layer_path (vhd_chain_layer (c, k)));
       printf (" }");
     }
     printf ("\n  ]\n}\n");
@@ -202,8 +173,9 @@ cmd_info (int argc, char **argv)
     .readonly = true, .no_lock = true,
     .missing_parent_hint = PARENT_OPTIONS_HINT,
   };
-  struct vhd_file *f = NULL;
+  struct vhd_layer *f = NULL;
   struct vhd_chain *c = NULL;
+  struct facts x;
   char chain_error[1024] = "";
   bool json = false;
   int ch, r = EXIT_FAILED;
@@ -233,20 +205,22 @@ cmd_info (int argc, char **argv)
     goto out;
   }
 
-  if (vhd_file_open (argv[optind], false, &o, &f) == -1)
+  if (vhd_layer_open (argv[optind], false, &o, &f) == -1)
     goto out;
   /* The file itself is readable: report it even if the chain is not. */
   if (vhd_chain_open (argv[optind], &o, &c) == -1)
     snprintf (chain_error, sizeof chain_error, "%s", tool_last_error ());
+  gather (f, &x);
   if (json)
-    print_json (f, c, chain_error);
+    print_json (&x, c, chain_error);
   else
-    print_text (f, c, chain_error);
+    print_text (&x, c, chain_error);
+  vhd_layer_info_free (&x.i);
   r = c ? EXIT_OK : EXIT_FAILED;
 
  out:
   vhd_chain_close (c);
-  vhd_file_close (f);
+  vhd_layer_close (f);
   parent_options_free (&o);
   return r;
 }

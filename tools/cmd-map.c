@@ -33,7 +33,7 @@ static int
 print_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
 {
   struct mapper *m = opaque;
-  const char *file = layer >= 0 ? m->c->layers[layer]->path : NULL;
+  const char *file = layer >= 0 ? vhd_layer_path (vhd_chain_layer (m->c, layer)) : NULL;
 
   if (m->json) {
     printf ("%s\n  { \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", ",
@@ -104,7 +104,7 @@ cmd_map (int argc, char **argv)
     printf ("[");
   else
     printf ("%-18s %-18s %-6s %s\n", "Offset", "Length", "Depth", "File");
-  if (vhd_chain_extents (c, 0, c->size, print_extent, &m) == 0)
+  if (vhd_chain_extents (c, 0, vhd_chain_size (c), print_extent, &m) == 0)
     r = EXIT_OK;
   if (m.json)
     printf ("\n]\n");

@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "vhd-format.h"
 
 #define CHECKSUM_HINT "use the ignore-checksums option to open it anyway"
 
@@ -34,7 +34,7 @@
 static int
 unusable (struct vhd_file *f)
 {
-  f->unusable = true;
+  f->l.unusable = true;
   errno = EINVAL;
   return -1;
 }
@@ -55,23 +55,23 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
   struct vhd_footer cf;
   uint32_t sum;
 
-  if (f->file_size < VHD_FOOTER_SIZE) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+  if (f->l.file_size < VHD_FOOTER_SIZE) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "not a VHD file: only %" PRIu64 " bytes long, too short "
-                "for a footer", f->file_size);
+                "for a footer", f->l.file_size);
     errno = EINVAL;
     return -1;
   }
-  if (full_pread (f->fd, eof, VHD_FOOTER_SIZE,
-                  f->file_size - VHD_FOOTER_SIZE) == -1 ||
-      full_pread (f->fd, copy, VHD_FOOTER_SIZE, 0) == -1) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading footer: %m");
+  if (full_pread (f->l.fd, eof, VHD_FOOTER_SIZE,
+                  f->l.file_size - VHD_FOOTER_SIZE) == -1 ||
+      full_pread (f->l.fd, copy, VHD_FOOTER_SIZE, 0) == -1) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "reading footer: %m");
     return -1;
   }
 
   if (footer_cookie_ok (eof)) {
     use = eof;
-    f->footer_offset = f->file_size - VHD_FOOTER_SIZE;
+    f->footer_offset = f->l.file_size - VHD_FOOTER_SIZE;
   }
   else if (footer_cookie_ok (eof + 1)) {
     /* 511-byte footer of pre-2004 Virtual PC: the last reserved byte is
@@ -79,7 +79,7 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
     memmove (eof, eof + 1, VHD_FOOTER_SIZE - 1);
     eof[VHD_FOOTER_SIZE - 1] = 0;
     use = eof;
-    f->footer_offset = f->file_size - (VHD_FOOTER_SIZE - 1);
+    f->footer_offset = f->l.file_size - (VHD_FOOTER_SIZE - 1);
   }
 
   vhd_footer_decode (copy, &cf);
@@ -88,15 +88,15 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
         (cf.disk_type == VHD_TYPE_DYNAMIC || cf.disk_type == VHD_TYPE_DIFF)) {
       /* A crash while extending the file can leave no valid footer at
        * the end; the copy at offset 0 is identical by construction. */
-      vhd_report (opts, VHD_WARN, f->path, "footer",
+      vhd_report (opts, VHD_WARN, f->l.path, "footer",
                   ", using the copy at offset 0",
                   "no valid footer at end of file");
       use = copy;
       f->footer_from_copy = true;
-      f->footer_offset = f->file_size;
+      f->footer_offset = f->l.file_size;
     }
     else {
-      vhd_report (opts, VHD_ERROR, f->path, "file", "",
+      vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                   "not a VHD file: no 'conectix' footer cookie at the end "
                   "of the file or at offset 0");
       errno = EINVAL;
@@ -108,7 +108,7 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
   sum = vhd_checksum (use, VHD_FOOTER_SIZE, 64);
   if (sum != f->footer.checksum &&
       vhd_report (opts, opts->ignore_checksums ? VHD_WARN : VHD_ERROR,
-                  f->path, "footer",
+                  f->l.path, "footer",
                   opts->ignore_checksums ? ", ignored" : "; " CHECKSUM_HINT,
                   "footer checksum mismatch (stored 0x%08x, computed "
                   "0x%08x)", f->footer.checksum, sum)) {
@@ -120,7 +120,7 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
        f->footer.disk_type == VHD_TYPE_DIFF)) {
     f->footer_copy_differs = memcmp (copy, use, VHD_FOOTER_SIZE - 1) != 0;
     if (f->footer_copy_differs)
-      vhd_report (opts, VHD_NOTE, f->path, "footer copy", "",
+      vhd_report (opts, VHD_NOTE, f->l.path, "footer copy", "",
                   "footer copy at offset 0 differs from the footer at the "
                   "end of the file%s", footer_cookie_ok (copy) ? ""
                   : " (it has no 'conectix' cookie)");
@@ -134,37 +134,37 @@ check_footer_fields (struct vhd_file *f, const struct vhd_open_options *opts)
   const struct vhd_footer *ft = &f->footer;
 
   if ((ft->version >> 16) != 1 &&
-      vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+      vhd_report (opts, VHD_ERROR, f->l.path, "footer", "",
                   "footer: unsupported file format version 0x%08x",
                   ft->version))
     goto inval;
   if (ft->disk_type != VHD_TYPE_FIXED && ft->disk_type != VHD_TYPE_DYNAMIC &&
       ft->disk_type != VHD_TYPE_DIFF) {
-    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "footer", "",
                 "footer: unsupported disk type %u", ft->disk_type);
     return unusable (f);
   }
   if (ft->current_size % VHD_SECTOR != 0) {
-    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "footer", "",
                 "footer: current size %" PRIu64 " is not a multiple of %d",
                 ft->current_size, VHD_SECTOR);
     return unusable (f);
   }
   f->type = ft->disk_type;
-  f->size = ft->current_size;
-  if (f->type == VHD_TYPE_FIXED && f->size > f->footer_offset) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+  f->l.size = ft->current_size;
+  if (f->type == VHD_TYPE_FIXED && f->l.size > f->footer_offset) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "truncated: fixed disk of %" PRIu64 " bytes but the footer "
-                "is at offset %" PRIu64, f->size, f->footer_offset);
+                "is at offset %" PRIu64, f->l.size, f->footer_offset);
     return unusable (f);
   }
   /* Harmless to readers, but no producer writes them: worth a note. */
   if (!(ft->features & 2))
-    vhd_report (opts, VHD_NOTE, f->path, "footer", "",
+    vhd_report (opts, VHD_NOTE, f->l.path, "footer", "",
                 "footer: features 0x%08x lack the reserved bit 0x2 that "
                 "must always be set", ft->features);
   if (f->type == VHD_TYPE_FIXED && ft->data_offset != UINT64_MAX)
-    vhd_report (opts, VHD_NOTE, f->path, "footer", "",
+    vhd_report (opts, VHD_NOTE, f->l.path, "footer", "",
                 "footer: data offset of a fixed disk is 0x%" PRIx64
                 ", not all ones", ft->data_offset);
   return 0;
@@ -189,21 +189,21 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
   uint64_t off = f->footer.data_offset;
   uint32_t sum;
 
-  if (off % VHD_SECTOR != 0 || off > f->file_size ||
-      f->file_size - off < VHD_HEADER_SIZE) {
-    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+  if (off % VHD_SECTOR != 0 || off > f->l.file_size ||
+      f->l.file_size - off < VHD_HEADER_SIZE) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "footer", "",
                 "footer: dynamic header offset %" PRIu64 " is not inside "
                 "the file", off);
     return unusable (f);
   }
-  if (full_pread (f->fd, buf, sizeof buf, off) == -1) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+  if (full_pread (f->l.fd, buf, sizeof buf, off) == -1) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "reading dynamic header: %m");
     return -1;
   }
   vhd_header_decode (buf, h);
   if (memcmp (h->cookie, "cxsparse", 8) != 0) {
-    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                 "dynamic header at offset %" PRIu64 ": bad cookie "
                 "(expected 'cxsparse')", off);
     return unusable (f);
@@ -211,55 +211,55 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
   sum = vhd_checksum (buf, sizeof buf, 36);
   if (sum != h->checksum &&
       vhd_report (opts, opts->ignore_checksums ? VHD_WARN : VHD_ERROR,
-                  f->path, "dynamic header",
+                  f->l.path, "dynamic header",
                   opts->ignore_checksums ? ", ignored" : "; " CHECKSUM_HINT,
                   "dynamic header checksum mismatch (stored 0x%08x, "
                   "computed 0x%08x)", h->checksum, sum))
     goto inval;
   if ((h->version >> 16) != 1 &&
-      vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+      vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                   "dynamic header: unsupported version 0x%08x", h->version))
     goto inval;
   if (h->data_offset != UINT64_MAX)
-    vhd_report (opts, VHD_NOTE, f->path, "dynamic header", "",
+    vhd_report (opts, VHD_NOTE, f->l.path, "dynamic header", "",
                 "dynamic header: data offset is 0x%" PRIx64 ", not all "
                 "ones", h->data_offset);
   if (!IS_POWER_OF_2 (h->block_size) || h->block_size < VHD_SECTOR ||
       h->block_size > VHD_MAX_BLOCK_SIZE) {
-    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                 "dynamic header: block size %u is not a power of two "
                 "between 512 and %u", h->block_size, VHD_MAX_BLOCK_SIZE);
     return unusable (f);
   }
-  f->block_size = h->block_size;
+  f->l.block_size = h->block_size;
   f->bitmap_bytes = vhd_bitmap_bytes (h->block_size);
   f->sectors_per_block = h->block_size / VHD_SECTOR;
-  if (f->size > (uint64_t) UINT32_MAX * f->block_size) {
-    vhd_report (opts, VHD_ERROR, f->path, "footer", "",
+  if (f->l.size > (uint64_t) UINT32_MAX * f->l.block_size) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "footer", "",
                 "footer: current size %" PRIu64 " is too large for block "
-                "size %u", f->size, f->block_size);
+                "size %u", f->l.size, f->l.block_size);
     return unusable (f);
   }
-  f->n_blocks = (f->size + f->block_size - 1) / f->block_size;
-  if (h->max_table_entries < f->n_blocks) {
-    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+  f->l.n_blocks = (f->l.size + f->l.block_size - 1) / f->l.block_size;
+  if (h->max_table_entries < f->l.n_blocks) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                 "dynamic header: %u BAT entries cannot cover a disk of "
                 "%" PRIu64 " bytes with %u-byte blocks (need %u)",
-                h->max_table_entries, f->size, f->block_size, f->n_blocks);
+                h->max_table_entries, f->l.size, f->l.block_size, f->l.n_blocks);
     return unusable (f);
   }
-  if (h->max_table_entries > MAX (f->n_blocks,
-                                  VHD_MAX_SIZE / f->block_size)) {
-    vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+  if (h->max_table_entries > MAX (f->l.n_blocks,
+                                  VHD_MAX_SIZE / f->l.block_size)) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                 "dynamic header: absurd BAT entry count %u",
                 h->max_table_entries);
     return unusable (f);
   }
   if (f->type == VHD_TYPE_DIFF) {
-    f->parent_name = vhd_utf16_to_utf8 (h->parent_name,
+    f->l.parent_name = vhd_utf16_to_utf8 (h->parent_name,
                                         sizeof h->parent_name, true);
-    if (f->parent_name == NULL &&
-        vhd_report (opts, VHD_ERROR, f->path, "dynamic header", "",
+    if (f->l.parent_name == NULL &&
+        vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                     "dynamic header: parent name is not valid UTF-16"))
       goto inval;
   }
@@ -278,8 +278,8 @@ locator_area (const struct vhd_file *f, int i, uint64_t *start, uint64_t *end)
   uint64_t space = vhd_locator_space_bytes (l->space);
 
   *start = *end = 0;
-  if (l->code != 0 && l->offset <= f->file_size &&
-      f->file_size - l->offset >= space) {
+  if (l->code != 0 && l->offset <= f->l.file_size &&
+      f->l.file_size - l->offset >= space) {
     *start = l->offset;
     *end = l->offset + space;
   }
@@ -301,13 +301,13 @@ note_locator_overlaps (const struct vhd_file *f,
     return;
   if (overlaps (s, e, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
       overlaps (s, e, bat_start, bat_end))
-    vhd_report (opts, VHD_NOTE, f->path, "parent locator", "",
+    vhd_report (opts, VHD_NOTE, f->l.path, "parent locator", "",
                 "parent locator %d: its reserved area [%" PRIu64 ", %"
                 PRIu64 ") overlaps the header or the BAT", i, s, e);
   for (j = 0; j < i; j++) {
     locator_area (f, j, &s2, &e2);
     if (s2 != e2 && overlaps (s, e, s2, e2))
-      vhd_report (opts, VHD_NOTE, f->path, "parent locator", "",
+      vhd_report (opts, VHD_NOTE, f->l.path, "parent locator", "",
                   "parent locators %d and %d: their reserved areas "
                   "overlap", j, i);
   }
@@ -333,22 +333,22 @@ check_locators (struct vhd_file *f, const struct vhd_open_options *opts,
     vhd_locator_code_name (l->code, name);
     space = vhd_locator_space_bytes (l->space);
     if (space == 0 && l->length > 0) {
-      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+      if (vhd_report (opts, VHD_ERROR, f->l.path, "parent locator", "",
                       "parent locator %d (%s): invalid data space %u",
                       i, name, l->space))
         goto inval;
       continue;
     }
     if (l->length > space) {
-      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+      if (vhd_report (opts, VHD_ERROR, f->l.path, "parent locator", "",
                       "parent locator %d (%s): length %u exceeds its "
                       "reserved space of %" PRIu64 " bytes", i, name,
                       l->length, space))
         goto inval;
       continue;
     }
-    if (l->offset > f->file_size || f->file_size - l->offset < space) {
-      if (vhd_report (opts, VHD_ERROR, f->path, "parent locator", "",
+    if (l->offset > f->l.file_size || f->l.file_size - l->offset < space) {
+      if (vhd_report (opts, VHD_ERROR, f->l.path, "parent locator", "",
                       "parent locator %d (%s): data at offset %" PRIu64
                       " (%" PRIu64 " bytes) lies past the end of the file",
                       i, name, l->offset, space))
@@ -374,14 +374,14 @@ note_tap_batmap (struct vhd_file *f, uint64_t bat_end)
   uint64_t map_off, map_end;
 
   if (memcmp (f->footer.creator_app, "tap\0", 4) != 0 ||
-      bat_end > f->file_size || f->file_size - bat_end < VHD_SECTOR ||
-      full_pread (f->fd, b, sizeof b, bat_end) == -1 ||
+      bat_end > f->l.file_size || f->l.file_size - bat_end < VHD_SECTOR ||
+      full_pread (f->l.fd, b, sizeof b, bat_end) == -1 ||
       memcmp (b, "tdbatmap", 8) != 0)
     return;
   map_off = get_be64 (b + 8);
   map_end = map_off + (uint64_t) get_be32 (b + 16) * VHD_SECTOR;
   f->metadata_end = MAX (f->metadata_end, bat_end + VHD_SECTOR);
-  if (map_off < f->file_size && map_end <= f->file_size)
+  if (map_off < f->l.file_size && map_end <= f->l.file_size)
     f->metadata_end = MAX (f->metadata_end, map_end);
 }
 
@@ -397,8 +397,8 @@ compare_u32 (const void *a, const void *b)
 static uint64_t
 block_needed_bytes (const struct vhd_file *f, uint32_t blk)
 {
-  uint64_t start = (uint64_t) blk * f->block_size;
-  return f->bitmap_bytes + MIN ((uint64_t) f->block_size, f->size - start);
+  uint64_t start = (uint64_t) blk * f->l.block_size;
+  return f->bitmap_bytes + MIN ((uint64_t) f->l.block_size, f->l.size - start);
 }
 
 /* Is BAT entry i (allocated, [start, end) in the file) sound?  Reports
@@ -412,7 +412,7 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
   uint32_t j;
 
   if (end > data_limit) {
-    *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+    *fail = vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
                         "BAT entry %u (sector %u) points past the end of "
                         "the file data (%" PRIu64 " bytes)", i, entry,
                         data_limit);
@@ -420,7 +420,7 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
   }
   if (overlaps (start, end, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
       overlaps (start, end, h->table_offset, h->table_offset + bat_bytes)) {
-    *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+    *fail = vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
                         "BAT entry %u (sector %u) overlaps the header or "
                         "the BAT", i, entry);
     return false;
@@ -430,7 +430,7 @@ bat_entry_ok (struct vhd_file *f, const struct vhd_open_options *opts,
     if (f->type == VHD_TYPE_DIFF && l->code != 0 &&
         overlaps (start, end, l->offset,
                   l->offset + vhd_locator_space_bytes (l->space))) {
-      *fail = vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+      *fail = vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
                           "BAT entry %u (sector %u) overlaps parent "
                           "locator %u", i, entry, j);
       return false;
@@ -459,8 +459,8 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   uint64_t bat_bytes = ROUND_UP ((uint64_t) h->max_table_entries * 4,
                                  VHD_SECTOR);
   uint64_t loaded = MIN ((uint64_t) h->max_table_entries,
-                         ROUND_UP ((uint64_t) f->n_blocks, VHD_SECTOR / 4));
-  uint64_t data_limit = f->footer_from_copy ? f->file_size : f->footer_offset;
+                         ROUND_UP ((uint64_t) f->l.n_blocks, VHD_SECTOR / 4));
+  uint64_t data_limit = f->footer_from_copy ? f->l.file_size : f->footer_offset;
   uint8_t *raw = NULL;
   uint32_t *sorted = NULL;      /* allocated entries, for the overlap check */
   size_t sorted_cap = 0;
@@ -469,9 +469,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   void *map;
   bool fail = false;
 
-  if (h->table_offset % VHD_SECTOR != 0 || h->table_offset > f->file_size ||
-      f->file_size - h->table_offset < bat_bytes) {
-    vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+  if (h->table_offset % VHD_SECTOR != 0 || h->table_offset > f->l.file_size ||
+      f->l.file_size - h->table_offset < bat_bytes) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
                 "dynamic header: BAT at offset %" PRIu64 " (%" PRIu64
                 " bytes) lies past the end of the file", h->table_offset,
                 bat_bytes);
@@ -499,7 +499,7 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
     if (map != MAP_FAILED)
       munmap (map, bat_map_bytes (f));
     f->bat_loaded = 0;
-    vhd_report (opts, VHD_ERROR, f->path, "file", "", "BAT: %m");
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
     goto err;
   }
   f->bat = map;
@@ -507,9 +507,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   for (base = 0; base < loaded; base += BAT_CHUNK / 4) {
     uint32_t n = MIN ((uint64_t) BAT_CHUNK / 4, loaded - base), k;
 
-    if (full_pread (f->fd, raw, (size_t) n * 4,
+    if (full_pread (f->l.fd, raw, (size_t) n * 4,
                     h->table_offset + base * 4) == -1) {
-      vhd_report (opts, VHD_ERROR, f->path, "file", "", "reading BAT: %m");
+      vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "reading BAT: %m");
       goto err;
     }
     for (k = 0; k < n; k++) {
@@ -520,7 +520,7 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
       if (entry == VHD_BAT_UNUSED)
         continue;               /* already ~0 = 0 in the mapping */
       bat_set (f, i, entry);
-      if (i >= f->n_blocks)
+      if (i >= f->l.n_blocks)
         continue;               /* padding of the last BAT sector */
       start = (uint64_t) entry * VHD_SECTOR;
       end = start + block_needed_bytes (f, i);
@@ -531,12 +531,12 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
         continue;
       }
       f->data_end = MAX (f->data_end,
-                         start + f->bitmap_bytes + f->block_size);
+                         start + f->bitmap_bytes + f->l.block_size);
       if (n_alloc == sorted_cap) {
         size_t cap = sorted_cap ? 2 * sorted_cap : 1024;
         uint32_t *p = realloc (sorted, cap * sizeof *sorted);
         if (p == NULL) {
-          vhd_report (opts, VHD_ERROR, f->path, "file", "", "BAT: %m");
+          vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
           goto err;
         }
         sorted = p;
@@ -552,14 +552,15 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
     qsort (sorted, n_alloc, sizeof *sorted, compare_u32);
   for (i = 1; i < n_alloc; i++) {
     uint64_t prev_end = (uint64_t) sorted[i - 1] * VHD_SECTOR +
-                        f->bitmap_bytes + f->block_size;
+                        f->bitmap_bytes + f->l.block_size;
     if ((uint64_t) sorted[i] * VHD_SECTOR < prev_end &&
         prev_end <= data_limit &&
-        vhd_report (opts, VHD_ERROR, f->path, "BAT", "",
+        vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
                     "BAT: blocks at sectors %u and %u overlap",
                     sorted[i - 1], sorted[i]))
       goto inval;
   }
+  f->n_allocated = n_alloc;
   free (raw);
   free (sorted);
   return 0;
@@ -570,6 +571,26 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   free (raw);
   free (sorted);
   return -1;
+}
+
+/* What the core needs to know (layer.h), from the decoded metadata. */
+static void
+set_layer_facts (struct vhd_file *f)
+{
+  f->l.ops = &vhd_format_ops;
+  f->l.type = f->footer.disk_type;
+  f->l.sector_size = VHD_SECTOR;
+  f->l.has_parent = f->type == VHD_TYPE_DIFF;
+  f->l.flat = f->type == VHD_TYPE_FIXED;
+  memcpy (f->l.id, f->footer.unique_id, 16);
+  if (f->type == VHD_TYPE_DIFF)
+    memcpy (f->l.parent_id, f->header.parent_id, 16);
+  if (f->type == VHD_TYPE_FIXED) {
+    /* No table: the core reads a fixed disk directly; the block size
+     * is only the unit of its lookups when it lies under other layers. */
+    f->l.block_size = VHD_DEFAULT_BLOCK_SIZE;
+    f->l.n_blocks = (f->l.size + f->l.block_size - 1) / f->l.block_size;
+  }
 }
 
 int
@@ -584,58 +605,59 @@ vhd_file_open (const char *path, bool writable,
     vhd_error ("%s: %m", path);
     return -1;
   }
-  f->fd = -1;
-  f->path = realpath (path, NULL);
-  if (f->path == NULL) {
+  f->l.fd = -1;
+  f->l.path = realpath (path, NULL);
+  if (f->l.path == NULL) {
     vhd_report (opts, VHD_ERROR, path, "file", "", "%m");
     goto err;
   }
-  f->writable = writable;
+  f->l.writable = writable;
   /* A parent locator of a hostile file can name any path: a FIFO would
    * block open() forever (a server that never starts), a device could
    * react to being opened.  So look before opening, and open without
    * blocking or acquiring a terminal; the fstat check below closes the
    * race with a file replaced in between. */
-  if (stat (f->path, &st) == 0 && !S_ISREG (st.st_mode) &&
+  if (stat (f->l.path, &st) == 0 && !S_ISREG (st.st_mode) &&
       !S_ISBLK (st.st_mode)) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "not a regular file or block device");
     errno = EINVAL;
     goto err;
   }
-  f->fd = open (f->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+  f->l.fd = open (f->l.path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
                 O_NONBLOCK | O_NOCTTY);
-  if (f->fd >= 0)
-    fcntl (f->fd, F_SETFL, fcntl (f->fd, F_GETFL) & ~O_NONBLOCK);
-  if (f->fd == -1) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "", "open%s: %m",
+  if (f->l.fd >= 0)
+    fcntl (f->l.fd, F_SETFL, fcntl (f->l.fd, F_GETFL) & ~O_NONBLOCK);
+  if (f->l.fd == -1) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "open%s: %m",
                 writable ? " for writing" : "");
     goto err;
   }
-  if (fstat (f->fd, &st) == -1 || (end = lseek (f->fd, 0, SEEK_END)) == -1) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "", "%m");
+  if (fstat (f->l.fd, &st) == -1 || (end = lseek (f->l.fd, 0, SEEK_END)) == -1) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "%m");
     goto err;
   }
   if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-    vhd_report (opts, VHD_ERROR, f->path, "file", "",
+    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "not a regular file or block device");
     errno = EINVAL;
     goto err;
   }
-  f->dev = st.st_dev;
-  f->ino = st.st_ino;
-  f->file_size = end;
+  f->l.dev = st.st_dev;
+  f->l.ino = st.st_ino;
+  f->l.file_size = end;
 
   if (read_footer (f, opts) == -1 || check_footer_fields (f, opts) == -1 ||
       (f->type != VHD_TYPE_FIXED &&
        (read_header (f, opts) == -1 || read_bat (f, opts) == -1))) {
     /* Check mode: what was found is reported; the file is returned
      * for the rest of the examination, which stops at it. */
-    if (f->unusable && opts->problem)
+    if (f->l.unusable && opts->problem)
       goto done;
     goto err;
   }
  done:
+  set_layer_facts (f);
   *out = f;
   return 0;
 
@@ -651,13 +673,13 @@ vhd_file_close (struct vhd_file *f)
 
   if (f == NULL)
     return;
-  if (f->fd >= 0)
-    close (f->fd);
-  free (f->path);
+  if (f->l.fd >= 0)
+    close (f->l.fd);
+  free (f->l.path);
   if (f->bat != NULL)
     munmap (f->bat, bat_map_bytes (f));
   free (f->bat_pages);
-  free (f->parent_name);
+  free (f->l.parent_name);
   free (f);
   errno = saved_errno;
 }
@@ -670,7 +692,7 @@ vhd_file_allocated_blocks (const struct vhd_file *f)
 
   if (f->type == VHD_TYPE_FIXED)
     return 0;
-  for (i = 0; i < f->n_blocks; i++)
+  for (i = 0; i < f->l.n_blocks; i++)
     n += bat_get (f, i) != VHD_BAT_UNUSED;
   return n;
 }
@@ -708,7 +730,7 @@ vhd_locator_text (const struct vhd_file *f, int i)
   raw = malloc (l->length + 1);
   if (raw == NULL)
     return NULL;
-  if (full_pread (f->fd, raw, l->length, l->offset) == 0) {
+  if (full_pread (f->l.fd, raw, l->length, l->offset) == 0) {
     switch (l->code) {
     case VHD_LOC_W2RU: case VHD_LOC_W2KU:
       text = vhd_utf16_to_utf8 (raw, l->length, false);

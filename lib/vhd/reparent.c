@@ -17,9 +17,10 @@
  *        the data it holds now ("tail": the entry will then start
  *        there, with the space that is left), or
  *     b. failing that, in new space after every piece of metadata and
- *        data, allocated as write.c allocates a block: the footer is
- *        first written at the new end of the file, then the locator
- *        data over the old footer's place ("move").
+ *        data, reserved by vhd_grow (alloc.c), the protocol that also
+ *        places new blocks: the footer is first written at the new end
+ *        of the file, then the locator data over the old footer's place
+ *        ("move").
  *     An area shared with the header, the BAT or another locator (a
  *     malformed file, which check reports) is never written: such a
  *     locator is moved.
@@ -48,7 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "vhd-format.h"
 
 /* ------------------------------------------------------------ planning */
 
@@ -95,7 +96,7 @@ area_is_own (const struct vhd_file *f, int i)
   int j;
 
   if (space == 0 || l->length > space || s % VHD_SECTOR ||
-      s > f->file_size || f->file_size - s < space ||
+      s > f->l.file_size || f->l.file_size - s < space ||
       overlaps (s, e, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
       overlaps (s, e, bat, bat_end) || e > f->footer_offset)
     return false;
@@ -122,7 +123,7 @@ same_data (const struct vhd_file *f, int i, const uint8_t *data, size_t len)
   cur = malloc (len);
   if (cur == NULL)
     return false;
-  same = full_pread (f->fd, cur, len, l->offset) == 0 &&
+  same = full_pread (f->l.fd, cur, len, l->offset) == 0 &&
          memcmp (cur, data, len) == 0;
   free (cur);
   return same;
@@ -180,8 +181,8 @@ make_plan (const struct vhd_file *child, const struct vhd_file *parent,
            struct plan *pl)
 {
   static const uint32_t wanted[] = { VHD_LOC_W2RU, VHD_LOC_W2KU };
-  char *copy = strdup (child->path), *dir;
-  const char *base = strrchr (parent->path, '/') + 1;
+  char *copy = strdup (child->l.path), *dir;
+  const char *base = strrchr (parent->l.path, '/') + 1;
   uint8_t *name = NULL;
   size_t name_len, k;
   struct stat st;
@@ -197,25 +198,25 @@ make_plan (const struct vhd_file *child, const struct vhd_file *parent,
 
   name = vhd_utf8_to_utf16 (base, true, &name_len);
   if (name == NULL) {
-    vhd_error ("%s: file name is not valid UTF-8", parent->path);
+    vhd_error ("%s: file name is not valid UTF-8", parent->l.path);
     goto out;
   }
   if (name_len > sizeof pl->h.parent_name) {
     vhd_error ("%s: file name is longer than 256 UTF-16 units",
-               parent->path);
+               parent->l.path);
     errno = ENAMETOOLONG;
     goto out;
   }
   memset (pl->h.parent_name, 0, sizeof pl->h.parent_name);
   memcpy (pl->h.parent_name, name, name_len);
   memcpy (pl->h.parent_id, parent->footer.unique_id, 16);
-  pl->h.parent_timestamp = fstat (parent->fd, &st) == 0
+  pl->h.parent_timestamp = fstat (parent->l.fd, &st) == 0
                            ? vhd_timestamp (st.st_mtime) : 0;
 
   for (i = 0; i < VHD_NUM_LOCATORS; i++)
     if (writable_kind (child->header.loc[i].code)) {
       pl->loc[i].data = vhd_locator_encode (child->header.loc[i].code, dir,
-                                            parent->path, &pl->loc[i].len);
+                                            parent->l.path, &pl->loc[i].len);
       if (pl->loc[i].data == NULL)
         goto bad_path;
     }
@@ -224,7 +225,7 @@ make_plan (const struct vhd_file *child, const struct vhd_file *parent,
     if (!has_kind (&child->header, wanted[k]) &&
         (i = free_slot (&child->header, pl)) >= 0) {
       pl->h.loc[i].code = wanted[k];
-      pl->loc[i].data = vhd_locator_encode (wanted[k], dir, parent->path,
+      pl->loc[i].data = vhd_locator_encode (wanted[k], dir, parent->l.path,
                                             &pl->loc[i].len);
       if (pl->loc[i].data == NULL)
         goto bad_path;
@@ -242,7 +243,7 @@ make_plan (const struct vhd_file *child, const struct vhd_file *parent,
   if (pl->move_bytes &&
       (pl->move_at + pl->move_bytes) / VHD_SECTOR > UINT32_MAX) {
     vhd_error ("%s: file cannot grow further for new locators",
-               child->path);
+               child->l.path);
     errno = ENOSPC;
     goto out;
   }
@@ -251,10 +252,10 @@ make_plan (const struct vhd_file *child, const struct vhd_file *parent,
 
  bad_path:
   vhd_error ("%s: cannot encode the path of %s in a locator: %m",
-             child->path, parent->path);
+             child->l.path, parent->l.path);
   goto out;
  nomem:
-  vhd_error ("%s: %m", child->path);
+  vhd_error ("%s: %m", child->l.path);
  out:
   free (copy);
   free (name);
@@ -281,7 +282,7 @@ write_padded (struct vhd_file *f, const uint8_t *data, size_t len,
   if (buf == NULL)
     return -1;
   memcpy (buf, data, len);
-  r = full_pwrite (f->fd, buf, padded, off);
+  r = full_pwrite (f->l.fd, buf, padded, off);
   free (buf);
   return r;
 }
@@ -291,8 +292,6 @@ static int
 write_locators (struct vhd_file *f, const struct plan *pl,
                 vhd_step_fn step, void *opaque)
 {
-  uint8_t footer[VHD_FOOTER_SIZE];
-  uint64_t new_footer = pl->move_at + pl->move_bytes;
   int i;
 
   for (i = 0; i < VHD_NUM_LOCATORS; i++) {
@@ -305,37 +304,19 @@ write_locators (struct vhd_file *f, const struct plan *pl,
   if (pl->move_bytes == 0)
     return 0;
 
-  vhd_file_footer_bytes (f, footer);
-  if (full_pwrite (f->fd, footer, sizeof footer, new_footer) == -1)
-    goto err;
-  if (step)
-    step (opaque, "footer-moved");
-  /* The old footer's place (and any gap before the new space) must not
-   * keep a stale copy of the footer inside the file. */
-  if (f->footer_offset < pl->move_at) {
-    uint64_t n = pl->move_at - f->footer_offset;
-    uint8_t *zeros = calloc (1, n);
-    if (zeros == NULL)
-      goto err;
-    if (full_pwrite (f->fd, zeros, n, f->footer_offset) == -1) {
-      free (zeros);
-      goto err;
-    }
-    free (zeros);
-  }
+  /* The one way a VHD file grows (alloc.c). */
+  if (vhd_grow (f, pl->move_at, pl->move_bytes, step, opaque) == -1)
+    return -1;
   for (i = 0; i < VHD_NUM_LOCATORS; i++) {
     const struct new_locator *n = &pl->loc[i];
     if (n->data && n->how == MOVE &&
         write_padded (f, n->data, n->len, n->space, n->offset) == -1)
       goto err;
   }
-  f->footer_offset = new_footer;
-  f->file_size = new_footer + VHD_FOOTER_SIZE;
-  f->footer_from_copy = false;
   return 0;
 
  err:
-  vhd_error ("%s: writing parent locators: %m", f->path);
+  vhd_error ("%s: writing parent locators: %m", f->l.path);
   return -1;
 }
 
@@ -348,9 +329,9 @@ vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
   char *name;
   int i, r = -1;
 
-  if (!child->writable || child->type != VHD_TYPE_DIFF) {
+  if (!child->l.writable || child->type != VHD_TYPE_DIFF) {
     vhd_error ("%s: not a differencing disk opened for writing",
-               child->path);
+               child->l.path);
     errno = EINVAL;
     return -1;
   }
@@ -358,22 +339,22 @@ vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
     goto out;
   if (write_locators (child, &pl, step, opaque) == -1)
     goto out;
-  if (fdatasync (child->fd) == -1) {
-    vhd_error ("%s: fdatasync: %m", child->path);
+  if (fdatasync (child->l.fd) == -1) {
+    vhd_error ("%s: fdatasync: %m", child->l.path);
     goto out;
   }
   if (step)
     step (opaque, "locators-written");
   vhd_header_encode (&pl.h, hbuf);
-  if (full_pwrite (child->fd, hbuf, sizeof hbuf,
+  if (full_pwrite (child->l.fd, hbuf, sizeof hbuf,
                    child->footer.data_offset) == -1) {
-    vhd_error ("%s: writing dynamic header: %m", child->path);
+    vhd_error ("%s: writing dynamic header: %m", child->l.path);
     goto out;
   }
   if (step)
     step (opaque, "header-written");
-  if (fdatasync (child->fd) == -1) {
-    vhd_error ("%s: fdatasync: %m", child->path);
+  if (fdatasync (child->l.fd) == -1) {
+    vhd_error ("%s: fdatasync: %m", child->l.path);
     goto out;
   }
   child->header = pl.h;
@@ -383,8 +364,8 @@ vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
                                  pl.loc[i].offset + pl.loc[i].space);
   name = vhd_utf16_to_utf8 (pl.h.parent_name, sizeof pl.h.parent_name, true);
   if (name) {
-    free (child->parent_name);
-    child->parent_name = name;
+    free (child->l.parent_name);
+    child->l.parent_name = name;
   }
   r = 0;
  out:

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "vhd-format.h"
 
 /* "prefix" + s with every '/' turned into '\'. */
 static char *

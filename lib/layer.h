@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-vhd: the interface between the format-neutral core and the
+ * format back-ends.
+ *
+ * A layer is one file of a chain.  The core (chain.c, resolve.c,
+ * write.c, copy.c, convert.c, merge.c, locator.c, set-parent.c, ...)
+ * knows a layer only through struct vhd_layer and its operations table:
+ * how blocks of the virtual disk map to bytes of the file, which
+ * sectors a block holds, how a new block is placed and how dirty
+ * metadata reaches the file crash-safely.  Everything else about the
+ * file (headers, tables, checksums, locators) is the back-end's.
+ *
+ * A back-end embeds struct vhd_layer as the first member of its own
+ * structure.  Back-ends: lib/vhd/ (VHD, Virtual PC's format).
+ */
+#ifndef VHD_LAYER_H
+#define VHD_LAYER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vhd.h"
+
+struct layer_ops;
+
+struct vhd_layer {
+  const struct layer_ops *ops;
+  char *path;                   /* absolute */
+  int fd;
+  bool writable;
+  dev_t dev;
+  ino_t ino;
+  uint64_t file_size;
+
+  uint64_t size;                /* guest-visible size in bytes */
+  uint32_t sector_size;         /* logical sector: one bitmap bit */
+  uint32_t block_size;          /* bytes per block (the lookup unit) */
+  uint32_t n_blocks;            /* blocks covering size */
+  uint32_t type;                /* enum vhd_type, as the file says (any
+                                   other value: unknown, check mode) */
+  bool has_parent;              /* differencing: absent sectors ask the
+                                   parent, else they read as zeros */
+  bool flat;                    /* byte x of the disk is byte x of the
+                                   file (no table): a fixed VHD */
+  bool unusable;                /* check mode: too damaged to examine
+                                   further (its parent is not looked for) */
+  uint8_t id[16];               /* identity, as stored */
+  uint8_t parent_id[16];        /* has_parent: the parent's identity */
+  char *parent_name;            /* has_parent: the parent's file name as
+                                   the child records it (UTF-8), or NULL */
+};
+
+/* What a layer says about one of its blocks. */
+enum block_state {
+  BLOCK_ABSENT,                 /* nothing here: the parent's (or zeros
+                                   without a parent) */
+  BLOCK_ZERO,                   /* reads as zeros, whatever is below */
+  BLOCK_PRESENT,                /* every sector here, at data_off */
+  BLOCK_PARTIAL,                /* the sectors whose bitmap bit is set
+                                   are here (read_bitmap); the others
+                                   are absent */
+};
+
+struct block_map {
+  enum block_state state;
+  uint64_t data_off;            /* PRESENT/PARTIAL: file offset of the
+                                   block's first sector */
+};
+
+/* One block's sector bitmap to commit: the block, where its data lies
+ * (block_map.data_off) and one bit per sector, MSB first. */
+struct dirty_block {
+  uint32_t blk;
+  uint64_t data_off;
+  const uint8_t *bitmap;
+};
+
+/* How a parent may be named by a child. */
+enum hint_syntax { HINT_WINDOWS, HINT_MAC_URL };
+typedef void (*hint_fn) (void *opaque, const char *text,
+                         enum hint_syntax syntax, char *from);
+
+struct layer_ops {
+  const char *format;           /* "VHD" */
+
+  /* Does this file look like one of ours?  head: its first bytes, tail:
+   * its last 512 (fewer when the file is shorter). */
+  bool (*probe) (const uint8_t *head, size_t head_len,
+                 const uint8_t *tail, size_t tail_len);
+  /* Open and validate (every offset checked; problems through
+   * vhd_report, see problem.c).  On success *out is the layer. */
+  int (*open) (const char *path, bool writable,
+               const struct vhd_open_options *opts, struct vhd_layer **out);
+  void (*close) (struct vhd_layer *l);
+
+  /* Reading.  lookup never fails for a block below n_blocks;
+   * read_bitmap fills sector_size-bits-per-block bytes (block_size /
+   * sector_size bits, rounded up to bytes) for a PARTIAL block. */
+  void (*lookup) (struct vhd_layer *l, uint32_t blk, struct block_map *m);
+  int (*read_bitmap) (struct vhd_layer *l, uint32_t blk,
+                      const struct block_map *m, uint8_t *bitmap);
+  uint64_t (*allocated_blocks) (struct vhd_layer *l);
+
+  /* Writing, top layer only.  writer_init prepares (and repairs what an
+   * interrupted allocation can leave).  alloc_block places a new block
+   * for blk with the format's allocation protocol and returns its
+   * data_off; the block is not yet visible.  publish makes lookup find
+   * it (after the caller wrote its data) and marks the table dirty.
+   * commit makes the given bitmaps and every published block durable,
+   * with the format's crash-safe protocol (it starts by making the data
+   * written so far durable); on failure the back-end keeps its own
+   * metadata dirty. */
+  int (*writer_init) (struct vhd_layer *l);
+  void (*writer_free) (struct vhd_layer *l);
+  int (*alloc_block) (struct vhd_layer *l, uint32_t blk, uint64_t *data_off);
+  void (*publish) (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
+  int (*commit) (struct vhd_layer *l, const struct dirty_block *b, size_t n);
+
+  /* Chains: every way this (differencing) layer names its parent, in
+   * the order to try them. */
+  void (*parent_hints) (struct vhd_layer *l, hint_fn add, void *opaque);
+  /* Point child at parent (set-parent and merge): crash-safe. */
+  int (*set_parent) (struct vhd_layer *child, const struct vhd_layer *parent,
+                     vhd_step_fn step, void *opaque);
+
+  /* Creation (create, convert): write an empty image into fd. */
+  int (*new_image) (int fd, const char *path,
+                    const struct vhd_create_params *p);
+  /* info: plain facts, see struct vhd_layer_info in vhd.h. */
+  void (*describe) (struct vhd_layer *l, struct vhd_layer_info *info);
+};
+
+extern const struct layer_ops vhd_format_ops;
+
+/* Bytes of a bitmap of one block of l (one bit per sector). */
+static inline uint32_t
+layer_bitmap_bytes (const struct vhd_layer *l)
+{
+  return (l->block_size / l->sector_size + 7) / 8;
+}
+
+/* layer.c: open path with the back-end that recognises it. */
+int vhd_layer_open (const char *path, bool writable,
+                    const struct vhd_open_options *opts,
+                    struct vhd_layer **out);
+
+#endif /* VHD_LAYER_H */
