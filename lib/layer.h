@@ -94,10 +94,10 @@ struct layer_ops {
                const struct vhd_open_options *opts, struct vhd_layer **out);
   void (*close) (struct vhd_layer *l);
 
-  /* Reading.  lookup never fails for a block below n_blocks;
-   * read_bitmap fills sector_size-bits-per-block bytes (block_size /
-   * sector_size bits, rounded up to bytes) for a PARTIAL block. */
-  void (*lookup) (struct vhd_layer *l, uint32_t blk, struct block_map *m);
+  /* Reading (any thread, concurrently).  lookup may read the file's
+   * table (-1 on error, after a message); read_bitmap fills
+   * layer_bitmap_bytes bytes for a PARTIAL block. */
+  int (*lookup) (struct vhd_layer *l, uint32_t blk, struct block_map *m);
   int (*read_bitmap) (struct vhd_layer *l, uint32_t blk,
                       const struct block_map *m, uint8_t *bitmap);
   uint64_t (*allocated_blocks) (struct vhd_layer *l);

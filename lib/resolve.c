@@ -231,7 +231,8 @@ walk_layers (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
     uint32_t i;
     int r = 0;
 
-    l->ops->lookup (l, lblk, &map);
+    if (l->ops->lookup (l, lblk, &map) == -1)
+      return -1;
     switch (map.state) {
     case BLOCK_ABSENT:
       r = fall_through (w, k, vsec, m, base, out);
@@ -291,8 +292,9 @@ parents_hold_anything (const struct vhd_chain *c, uint64_t vsec, uint32_t n)
       return true;
     for (b = vsec / spb; b <= (vsec + n - 1) / spb; b++) {
       struct block_map map;
-      l->ops->lookup (l, b, &map);
-      if (map.state == BLOCK_PRESENT || map.state == BLOCK_PARTIAL)
+      /* An error counts as data: the fill that follows reports it. */
+      if (l->ops->lookup (l, b, &map) == -1 ||
+          map.state == BLOCK_PRESENT || map.state == BLOCK_PARTIAL)
         return true;
     }
     if (!l->has_parent)
@@ -351,7 +353,8 @@ fill_entry (struct vhd_chain *c, uint32_t blk, bool materialize)
   struct walk w = { c, NULL, NULL };
   struct block_map map;
 
-  t->ops->lookup (t, blk, &map);
+  if (t->ops->lookup (t, blk, &map) == -1)
+    return NULL;
   if (map.state == BLOCK_ABSENT && !materialize &&
       (!t->has_parent || !parents_hold_anything (c, base, nsec)))
     return &zero_entry;

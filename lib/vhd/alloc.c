@@ -136,6 +136,9 @@ vhd_file_writer_init (struct vhd_layer *l)
     f->footer_from_copy = false;
     vhd_warning ("%s: rewrote the missing footer at end of file", f->l.path);
   }
+  /* Writers need the whole table in memory (publish, commit). */
+  if (vhd_bat_load_table (f) == -1)
+    return -1;
   f->dirty = calloc (1, sizeof *f->dirty);
   if (f->dirty == NULL)
     goto nomem;

@@ -452,6 +452,138 @@ bat_map_bytes (const struct vhd_file *f)
   return f->bat_loaded * sizeof *f->bat + 1;
 }
 
+/* The in-memory table of a layer that is written (see bat_get): an
+ * anonymous mapping and its page bits, empty; published by the caller
+ * (pages first, then the table, which readers test). */
+static int
+table_alloc (const struct vhd_file *f, uint32_t **table, uint32_t **pages)
+{
+  void *map = mmap (NULL, bat_map_bytes (f), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+  *pages = calloc ((f->bat_loaded >> BAT_PAGE_SHIFT) / 32 + 1,
+                   sizeof **pages);
+  if (map == MAP_FAILED || *pages == NULL) {
+    if (map != MAP_FAILED)
+      munmap (map, bat_map_bytes (f));
+    free (*pages);
+    *pages = NULL;
+    return -1;
+  }
+  *table = map;
+  return 0;
+}
+
+/* A few pages of the table of a layer that is only read, cached: the
+ * page holding entry blk lives in slot page % BAT_CACHE_SLOTS. */
+#define BAT_CACHE_SLOTS 8
+#define BAT_CACHE_PAGE 1024             /* entries: 4 KiB of the file */
+
+struct vhd_bat_cache {
+  pthread_mutex_t lock;
+  struct {
+    uint64_t page;
+    bool valid;
+    uint32_t entry[BAT_CACHE_PAGE];
+  } slot[BAT_CACHE_SLOTS];
+};
+
+/* Load the page of blk into its slot (under the lock).  The entries
+ * were validated when the file was opened and the file is locked
+ * against writers since; an entry that nevertheless points outside
+ * the data (the file changed under us) is an error, not a read. */
+static int
+cache_load (struct vhd_file *f, uint64_t page, uint32_t *out)
+{
+  uint8_t raw[BAT_CACHE_PAGE * 4];
+  uint64_t first = page * BAT_CACHE_PAGE;
+  uint32_t n = MIN ((uint64_t) BAT_CACHE_PAGE, f->bat_loaded - first), k;
+  uint64_t data_limit = f->footer_from_copy ? f->l.file_size
+                                            : f->footer_offset;
+
+  if (full_pread (f->l.fd, raw, (size_t) n * 4,
+                  f->header.table_offset + first * 4) == -1) {
+    vhd_error ("%s: reading BAT: %m", f->l.path);
+    return -1;
+  }
+  for (k = 0; k < n; k++) {
+    uint32_t e = get_be32 (raw + 4 * k);
+    if (e != VHD_BAT_UNUSED && first + k < f->l.n_blocks &&
+        (uint64_t) e * VHD_SECTOR + block_needed_bytes (f, first + k) >
+        data_limit) {
+      vhd_error ("%s: BAT entry %" PRIu64 " changed since the file was "
+                 "opened (it points past the end of the data)", f->l.path,
+                 first + k);
+      errno = EIO;
+      return -1;
+    }
+    out[k] = e;
+  }
+  return 0;
+}
+
+int
+vhd_bat_lookup (struct vhd_file *f, uint32_t blk, uint32_t *entry)
+{
+  struct vhd_bat_cache *bc = f->bat_cache;
+  uint64_t page = blk / BAT_CACHE_PAGE;
+  int r = 0;
+
+  if (__atomic_load_n (&f->bat, __ATOMIC_ACQUIRE) != NULL) {
+    *entry = bat_get (f, blk);
+    return 0;
+  }
+  if (blk >= f->bat_loaded) {
+    *entry = VHD_BAT_UNUSED;
+    return 0;
+  }
+  pthread_mutex_lock (&bc->lock);
+  if (!bc->slot[page % BAT_CACHE_SLOTS].valid ||
+      bc->slot[page % BAT_CACHE_SLOTS].page != page) {
+    bc->slot[page % BAT_CACHE_SLOTS].valid = false;
+    r = cache_load (f, page, bc->slot[page % BAT_CACHE_SLOTS].entry);
+    if (r == 0) {
+      bc->slot[page % BAT_CACHE_SLOTS].page = page;
+      bc->slot[page % BAT_CACHE_SLOTS].valid = true;
+    }
+  }
+  if (r == 0)
+    *entry = bc->slot[page % BAT_CACHE_SLOTS].entry[blk % BAT_CACHE_PAGE];
+  pthread_mutex_unlock (&bc->lock);
+  return r;
+}
+
+int
+vhd_bat_load_table (struct vhd_file *f)
+{
+  uint32_t *table, *pages;
+  uint64_t i;
+
+  if (f->bat != NULL)
+    return 0;
+  if (table_alloc (f, &table, &pages) == -1) {
+    vhd_error ("%s: BAT: %m", f->l.path);
+    return -1;
+  }
+  /* Filled through the page cache, then published: readers use the
+   * cache until they see the table. */
+  for (i = 0; i < f->bat_loaded; i++) {
+    uint32_t e;
+    if (vhd_bat_lookup (f, i, &e) == -1) {
+      munmap (table, bat_map_bytes (f));
+      free (pages);
+      return -1;
+    }
+    if (e != VHD_BAT_UNUSED) {
+      table[i] = ~e;
+      pages[(i >> BAT_PAGE_SHIFT) / 32] |= 1u << ((i >> BAT_PAGE_SHIFT) % 32);
+    }
+  }
+  f->bat_pages = pages;
+  __atomic_store_n (&f->bat, table, __ATOMIC_RELEASE);
+  return 0;
+}
+
 static int
 read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
 {
@@ -484,25 +616,21 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
                       h->table_offset + bat_bytes) == -1)
     return -1;
 
-  /* Every entry is still read and validated here, at open; what is
-   * lazy is only the memory: the table lives in an anonymous mapping
-   * (zero pages) and is stored complemented, so only pages holding an
-   * allocated entry are ever written and become resident (bat_get in
-   * internal.h). */
+  /* Every entry is read and validated here, at open.  Only a layer
+   * opened for writing keeps the table in memory (table_alloc); the
+   * others look entries up through a few cached pages of the file's
+   * table (vhd_bat_lookup), so a deep chain of fully allocated layers
+   * costs a bounded amount of memory per layer, not its whole BAT. */
   f->bat_loaded = loaded;
-  map = mmap (NULL, bat_map_bytes (f), PROT_READ | PROT_WRITE,
-              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   raw = malloc (BAT_CHUNK);
-  f->bat_pages = calloc ((loaded >> BAT_PAGE_SHIFT) / 32 + 1,
-                         sizeof *f->bat_pages);
-  if (map == MAP_FAILED || raw == NULL || f->bat_pages == NULL) {
-    if (map != MAP_FAILED)
-      munmap (map, bat_map_bytes (f));
-    f->bat_loaded = 0;
+  f->bat_cache = calloc (1, sizeof *f->bat_cache);
+  if (raw == NULL || f->bat_cache == NULL ||
+      (f->l.writable && table_alloc (f, &f->bat, &f->bat_pages) == -1)) {
     vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
     goto err;
   }
-  f->bat = map;
+  pthread_mutex_init (&f->bat_cache->lock, NULL);
+  map = f->bat;
 
   for (base = 0; base < loaded; base += BAT_CHUNK / 4) {
     uint32_t n = MIN ((uint64_t) BAT_CHUNK / 4, loaded - base), k;
@@ -519,7 +647,8 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
       i = base + k;
       if (entry == VHD_BAT_UNUSED)
         continue;               /* already ~0 = 0 in the mapping */
-      bat_set (f, i, entry);
+      if (map)
+        bat_set (f, i, entry);
       if (i >= f->l.n_blocks)
         continue;               /* padding of the last BAT sector */
       start = (uint64_t) entry * VHD_SECTOR;
@@ -679,6 +808,10 @@ vhd_file_close (struct vhd_file *f)
   if (f->bat != NULL)
     munmap (f->bat, bat_map_bytes (f));
   free (f->bat_pages);
+  if (f->bat_cache) {
+    pthread_mutex_destroy (&f->bat_cache->lock);
+    free (f->bat_cache);
+  }
   free (f->l.parent_name);
   free (f);
   errno = saved_errno;
@@ -692,6 +825,8 @@ vhd_file_allocated_blocks (const struct vhd_file *f)
 
   if (f->type == VHD_TYPE_FIXED)
     return 0;
+  if (f->bat == NULL)
+    return f->n_allocated;      /* counted at open: never written since */
   for (i = 0; i < f->l.n_blocks; i++)
     n += bat_get (f, i) != VHD_BAT_UNUSED;
   return n;

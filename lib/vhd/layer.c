@@ -42,7 +42,7 @@ vhd_close_layer (struct vhd_layer *l)
 /* In a dynamic disk a clear bit and an unallocated block read as zeros
  * (as libvhdi, blktap and VirtualBox read it); in a differencing disk
  * they ask the parent.  The core reads has_parent for that. */
-static void
+static int
 vhd_lookup (struct vhd_layer *l, uint32_t blk, struct block_map *m)
 {
   struct vhd_file *f = vhd_file (l);
@@ -51,9 +51,10 @@ vhd_lookup (struct vhd_layer *l, uint32_t blk, struct block_map *m)
   if (f->type == VHD_TYPE_FIXED) {
     m->state = BLOCK_PRESENT;
     m->data_off = (uint64_t) blk * l->block_size;
-    return;
+    return 0;
   }
-  entry = bat_get (f, blk);
+  if (vhd_bat_lookup (f, blk, &entry) == -1)
+    return -1;
   if (entry == VHD_BAT_UNUSED) {
     m->state = BLOCK_ABSENT;
     m->data_off = 0;
@@ -62,6 +63,7 @@ vhd_lookup (struct vhd_layer *l, uint32_t blk, struct block_map *m)
     m->state = BLOCK_PARTIAL;
     m->data_off = block_data_offset (f, entry);
   }
+  return 0;
 }
 
 static int

@@ -109,11 +109,13 @@ struct vhd_file {
   struct vhd_header header;
   uint32_t bitmap_bytes;        /* on disk: whole sectors */
   uint32_t sectors_per_block;
-  uint32_t *bat;                /* host order, complemented (~entry):
-                                   see bat_get in internal.h */
+  uint32_t *bat;                /* layers written only: host order,
+                                   complemented (~entry), see bat_get */
   uint64_t bat_loaded;          /* entries in bat: whole BAT sectors */
   uint32_t *bat_pages;          /* one bit per page of bat ever written:
-                                   see bat_get in internal.h */
+                                   see bat_get */
+  struct vhd_bat_cache *bat_cache;  /* pages of the table, while bat is
+                                       NULL (file.c) */
   uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
   uint64_t data_end;            /* end of the last allocated block */
   uint64_t n_allocated;         /* allocated blocks, counted at open */
@@ -139,6 +141,12 @@ void vhd_file_close (struct vhd_file *f);
 
 /* Number of allocated blocks (within the disk size). */
 uint64_t vhd_file_allocated_blocks (const struct vhd_file *f);
+/* BAT entry blk (VHD_BAT_UNUSED when unallocated): from the in-memory
+ * table of a layer that is written, else from a few cached pages of
+ * the file's table.  -1 on a read error. */
+int vhd_bat_lookup (struct vhd_file *f, uint32_t blk, uint32_t *entry);
+/* Before the first write: keep the whole table in memory. */
+int vhd_bat_load_table (struct vhd_file *f);
 /* Decoded text of locator slot i, as found (malloc'd), or NULL. */
 char *vhd_locator_text (const struct vhd_file *f, int i);
 const char *vhd_locator_code_name (uint32_t code, char buf[5]);
