@@ -85,7 +85,10 @@ save_check_size (const char *parent, uint64_t export_size)
 
   if (open_parent (parent, &f) == -1)
     return -1;
-  if (f->size != export_size) {
+  /* The plugin serves a file at its current size or, by the size rule
+   * (lib/quirks.c, the plugin's disk-size option), at its geometry. */
+  if (export_size > f->size ||
+      (export_size != f->size && export_size != f->geometry_size)) {
     nbdkit_error ("overlay-save-parent: %s is %" PRIu64 " bytes but the "
                   "export is %" PRIu64 " bytes: it cannot be the parent "
                   "of what is served", parent, f->size, export_size);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "vhd.h"
+#include "quirks.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

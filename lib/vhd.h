@@ -146,6 +146,25 @@ uint8_t *vhd_utf8_to_utf16 (const char *s, bool big_endian, size_t *bytes);
 typedef void (*vhd_problem_fn) (void *opaque, const char *file,
                                 const char *structure, const char *what);
 
+/* Which footer field gives the guest-visible disk size (the size rule,
+ * see vhd_quirk_disk_size in quirks.c).  AUTO: the one the file's
+ * producer (creator application) means: the CHS geometry for Virtual
+ * PC ('vpc ') and qemu ('qemu'), the current size for everything else.
+ * GEOMETRY / CURRENT force one reading for every layer.  Whatever the
+ * rule, a disk is never served larger than its current size, and a
+ * geometry of 65535/16/255 (the maximum) always means current size. */
+enum vhd_disk_size {
+  VHD_DISK_SIZE_AUTO = 0,
+  VHD_DISK_SIZE_GEOMETRY,
+  VHD_DISK_SIZE_CURRENT,
+};
+/* "auto", "geometry", "current" (also "chs" and "current-size"). */
+int vhd_disk_size_parse (const char *s, enum vhd_disk_size *out);
+const char *vhd_disk_size_name (enum vhd_disk_size d);
+/* Tag of the tolerated producer quirk number i (the bits of struct
+ * vhd_file's quirks; the table is in quirks.c), NULL past the last. */
+const char *vhd_quirk_name (unsigned i);
+
 struct vhd_open_options {
   bool readonly;                /* open the top file read-only */
   bool ignore_checksums;        /* accept footer/header checksum errors */
@@ -168,6 +187,7 @@ struct vhd_open_options {
   /* Appended to "parent not found": how this program's user says where
    * a parent is.  NULL: the plugin's parent= and parent-dir= options. */
   const char *missing_parent_hint;
+  enum vhd_disk_size disk_size; /* size rule of every layer (above) */
 };
 
 struct vhd_file {
@@ -184,7 +204,15 @@ struct vhd_file {
   bool footer_copy_differs;     /* dyn/diff: copy at 0 != EOF footer */
 
   uint32_t type;                /* enum vhd_type */
-  uint64_t size;                /* current size: the guest-visible size */
+  uint64_t size;                /* current size: what the file's BAT (or
+                                   data area) covers */
+  uint64_t disk_size;           /* guest-visible size: size or geometry
+                                   size, by the size rule (quirks.c) */
+  uint64_t geometry_size;       /* cylinders * heads * spt * 512 */
+  bool size_from_geometry;      /* disk_size is the geometry size */
+  const char *size_rule;        /* why disk_size: static text */
+  uint32_t quirks;              /* bit (1 << enum vhd_quirk) per producer
+                                   quirk tolerated in this file */
 
   /* Dynamic and differencing only. */
   struct vhd_header header;
@@ -222,7 +250,7 @@ struct vhd_cache;
 struct vhd_chain {
   unsigned depth;               /* number of layers */
   struct vhd_file **layers;     /* layers[0] is the top (the named file) */
-  uint64_t size;
+  uint64_t size;                /* the top layer's disk_size */
   bool writable;
   struct vhd_cache *cache;      /* per-block resolution (resolve.c) */
   struct vhd_writer *writer;    /* dirty metadata (write.c) */

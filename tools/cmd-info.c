@@ -21,7 +21,8 @@ info_help (void)
           "  --json                machine-readable output\n"
           "  --ignore-checksums    read files with bad footer/header checksums\n"
           "  --ignore-id-mismatch  accept a parent whose unique id differs\n"
-          PARENT_OPTIONS_HELP);
+          PARENT_OPTIONS_HELP
+          DISK_SIZE_HELP);
 }
 
 static void
@@ -47,7 +48,7 @@ gather (const struct vhd_file *f, struct facts *x)
   vhd_uuid_format (f->footer.unique_id, x->id);
   vhd_creator_format (f->footer.creator_app, x->creator);
   format_time (f->footer.timestamp, x->created, sizeof x->created);
-  human_size (f->size, x->size_h, sizeof x->size_h);
+  human_size (f->disk_size, x->size_h, sizeof x->size_h);
   x->allocated = f->type == VHD_TYPE_FIXED ? f->size
                : vhd_file_allocated_blocks (f) * f->block_size;
   human_size (x->allocated, x->alloc_h, sizeof x->alloc_h);
@@ -68,6 +69,27 @@ creator_os (uint32_t os)
   }
 }
 
+/* The size rule applied (lib/quirks.c): which field, and why. */
+static const char *
+size_field (const struct vhd_file *f)
+{
+  return f->size_from_geometry ? "geometry" : "current size";
+}
+
+static void
+print_quirks (const struct vhd_file *f, bool json)
+{
+  unsigned i;
+  bool first = true;
+
+  for (i = 0; vhd_quirk_name (i); i++)
+    if (f->quirks & (UINT32_C (1) << i)) {
+      printf (json ? "%s\"%s\"" : "%s%s", first ? "" : ", ",
+              vhd_quirk_name (i));
+      first = false;
+    }
+}
+
 static void
 print_text (const struct vhd_file *f, const struct vhd_chain *c,
             const char *chain_error)
@@ -79,7 +101,12 @@ print_text (const struct vhd_file *f, const struct vhd_chain *c,
   gather (f, &x);
   printf ("file:              %s\n", f->path);
   printf ("type:              %s\n", vhd_type_name (f->type));
-  printf ("virtual size:      %" PRIu64 " (%s)\n", f->size, x.size_h);
+  printf ("virtual size:      %" PRIu64 " (%s)\n", f->disk_size, x.size_h);
+  printf ("size rule:         %s (%s)\n", size_field (f), f->size_rule);
+  if (f->geometry_size != f->size) {
+    printf ("current size:      %" PRIu64 "\n", f->size);
+    printf ("geometry size:     %" PRIu64 "\n", f->geometry_size);
+  }
   if (f->type != VHD_TYPE_FIXED)
     printf ("block size:        %u\n", f->block_size);
   printf ("creator:           \"%s\" %u.%u (%s)\n", x.creator,
@@ -93,6 +120,11 @@ print_text (const struct vhd_file *f, const struct vhd_chain *c,
   printf ("file size:         %" PRIu64 "\n", f->file_size);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
+  if (f->quirks) {
+    printf ("quirks tolerated:  ");
+    print_quirks (f, false);
+    printf ("\n");
+  }
   if (f->type == VHD_TYPE_DIFF) {
     printf ("parent id:         %s\n", x.parent_id);
     printf ("parent name:       %s\n", f->parent_name);
@@ -130,7 +162,16 @@ print_json (const struct vhd_file *f, const struct vhd_chain *c,
   printf ("{\n  \"file\": ");
   json_string (stdout, f->path);
   printf (",\n  \"type\": \"%s\",\n", vhd_type_name (f->type));
-  printf ("  \"virtual-size\": %" PRIu64 ",\n", f->size);
+  printf ("  \"virtual-size\": %" PRIu64 ",\n", f->disk_size);
+  printf ("  \"current-size\": %" PRIu64 ",\n", f->size);
+  printf ("  \"geometry-size\": %" PRIu64 ",\n", f->geometry_size);
+  printf ("  \"size-rule\": \"%s\",\n",
+          f->size_from_geometry ? "geometry" : "current");
+  printf ("  \"size-rule-reason\": ");
+  json_string (stdout, f->size_rule);
+  printf (",\n  \"quirks\": [");
+  print_quirks (f, true);
+  printf ("],\n");
   if (f->type != VHD_TYPE_FIXED)
     printf ("  \"block-size\": %u,\n", f->block_size);
   printf ("  \"creator\": ");
@@ -176,7 +217,9 @@ print_json (const struct vhd_file *f, const struct vhd_chain *c,
       printf ("%s\n    { \"depth\": %u, \"type\": \"%s\", \"file\": ",
               k ? "," : "", k, vhd_type_name (c->layers[k]->type));
       json_string (stdout, c->layers[k]->path);
-      printf (" }");
+      printf (", \"virtual-size\": %" PRIu64 ", \"size-rule\": \"%s\" }",
+              c->layers[k]->disk_size,
+              c->layers[k]->size_from_geometry ? "geometry" : "current");
     }
     printf ("\n  ]\n}\n");
   }
@@ -195,6 +238,7 @@ cmd_info (int argc, char **argv)
     { "ignore-checksums", no_argument, NULL, 'C' },
     { "ignore-id-mismatch", no_argument, NULL, 'I' },
     PARENT_LONG_OPTIONS,
+    DISK_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -216,6 +260,12 @@ cmd_info (int argc, char **argv)
     case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
+      break;
+    case OPT_DISK_SIZE:
+      if (disk_size_option (&o, optarg) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
       break;
     case 'h':
       info_help ();
