@@ -217,9 +217,7 @@ print_json (const struct vhd_file *f, const struct vhd_chain *c,
       printf ("%s\n    { \"depth\": %u, \"type\": \"%s\", \"file\": ",
               k ? "," : "", k, vhd_type_name (c->layers[k]->type));
       json_string (stdout, c->layers[k]->path);
-      printf (", \"virtual-size\": %" PRIu64 ", \"size-rule\": \"%s\" }",
-              c->layers[k]->disk_size,
-              c->layers[k]->size_from_geometry ? "geometry" : "current");
+      printf (" }");
     }
     printf ("\n  ]\n}\n");
   }
