@@ -80,17 +80,25 @@ save_check_start (const char *path, const char *parent)
 int
 save_check_size (const char *parent, uint64_t export_size)
 {
+  struct vhd_layer_info info;
   struct vhd_layer *f;
   int r = 0;
 
   if (open_parent (parent, &f) == -1)
     return -1;
-  if (vhd_layer_size (f) != export_size) {
+  /* The plugin serves a file at its current size or, by the size rule
+   * (lib/vhd/quirks.c, the plugin's disk-size option), at its geometry:
+   * either may be what is served. */
+  vhd_layer_describe (f, &info);
+  if (export_size != info.current_size &&
+      (export_size != info.geometry_size ||
+       info.geometry_size > info.current_size)) {
     nbdkit_error ("overlay-save-parent: %s is %" PRIu64 " bytes but the "
                   "export is %" PRIu64 " bytes: it cannot be the parent "
-                  "of what is served", parent, vhd_layer_size (f), export_size);
+                  "of what is served", parent, info.size, export_size);
     r = -1;
   }
+  vhd_layer_info_free (&info);
   vhd_layer_close (f);
   return r;
 }

@@ -105,6 +105,7 @@ open_parents (struct vhd_chain *c, const struct vhd_open_options *opts,
       vhd_layer_close (parent);
       return -1;
     }
+    vhd_quirk_chain_size (opts, c, parent);
   }
   return 0;
 }
@@ -158,7 +159,7 @@ vhd_chain_open_confined (const char *path,
     vhd_layer_close (t);
     goto err;
   }
-  c->size = t->size;
+  c->size = t->disk_size;       /* the top's size rule (vhd/quirks.c) */
   c->sector = t->sector_size;
   /* In check mode the problem that stopped the walk was reported, and
    * the chain is returned as far as it goes. */

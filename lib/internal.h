@@ -11,6 +11,7 @@
 
 #include "vhd.h"
 #include "layer.h"
+#include "quirks.h"
 
 struct vhd_cache;
 

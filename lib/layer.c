@@ -67,7 +67,7 @@ vhd_layer_path (const struct vhd_layer *l)
 uint64_t
 vhd_layer_size (const struct vhd_layer *l)
 {
-  return l->size;
+  return l->disk_size;
 }
 
 const char *

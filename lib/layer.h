@@ -33,7 +33,10 @@ struct vhd_layer {
   ino_t ino;
   uint64_t file_size;
 
-  uint64_t size;                /* guest-visible size in bytes */
+  uint64_t size;                /* size the file records (its structures
+                                   cover it): chains match on it */
+  uint64_t disk_size;           /* guest-visible size (<= size): the
+                                   producer's meaning, see vhd/quirks.c */
   uint32_t sector_size;         /* logical sector: one bitmap bit */
   uint32_t block_size;          /* bytes per block (the lookup unit) */
   uint32_t n_blocks;            /* blocks covering size */

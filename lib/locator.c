@@ -243,6 +243,7 @@ resolve_case_insensitive (const char *path)
     }
   }
   free (copy);
+  vhd_quirk_met (path, NULL, VHD_QUIRK_PATH_CASE, "found as %s", out);
   return out;
 
  fail:
@@ -526,6 +527,24 @@ keep_first_problem (void *opaque, const char *file, const char *structure,
     snprintf (why, 256, "%s", what);
 }
 
+/* The quirks tolerated in finding child's parent p through a candidate
+ * that came from from (see collect_candidates). */
+static void
+note_parent_quirks (const struct vhd_layer *child, const char *from,
+                    const struct vhd_layer *p)
+{
+  if (strstr (from, "parent name field") && child->parent_name &&
+      strpbrk (child->parent_name, "\\/:"))
+    vhd_quirk_met (child->path, NULL, VHD_QUIRK_PARENT_NAME_PATH,
+                   "parent name \"%s\"", child->parent_name);
+  if (strstr (from, ", W2") || strstr (from, ", Wi2") ||
+      strstr (from, "parent name field"))
+    vhd_quirk_met (child->path, NULL, VHD_QUIRK_WINDOWS_PATH,
+                   "parent %s found through %s", p->path, from);
+  vhd_quirk_met (child->path, NULL, VHD_QUIRK_PARENT_TIMESTAMP,
+                 "parent timestamp not compared");
+}
+
 /* Check mode: reopen the chosen parent, reporting its problems. */
 static int
 reopen_reporting (struct vhd_layer **p, const struct vhd_open_options *opts)
@@ -602,6 +621,7 @@ vhd_find_parent (struct vhd_layer *child,
     }
     free (path);
     if (memcmp (p->id, child->parent_id, 16) == 0) {
+      note_parent_quirks (child, c.v[i].from, p);
       if (opts->problem && reopen_reporting (&p, opts) == -1)
         goto out;
       *parent = p;

@@ -328,13 +328,17 @@ warn_other_children (const struct merge *m)
 static int
 open_chains (struct merge *m, const char *file)
 {
+  /* Every sector the files hold is merged, up to their current size,
+   * whatever size a guest is shown (quirks.c): merge changes no size. */
   struct vhd_open_options unlocked = {
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
+    .disk_size = VHD_DISK_SIZE_CURRENT,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
+    .disk_size = VHD_DISK_SIZE_CURRENT,
   };
   char *dir = NULL;
   unsigned i;

@@ -70,6 +70,26 @@ uint8_t *vhd_utf8_to_utf16 (const char *s, bool big_endian, size_t *bytes);
 typedef void (*vhd_problem_fn) (void *opaque, const char *file,
                                 const char *structure, const char *what);
 
+/* Which footer field gives the guest-visible disk size (the size rule,
+ * see vhd_quirk_disk_size in quirks.c).  AUTO: the one the file's
+ * producer (creator application) means: the CHS geometry for Virtual
+ * PC ('vpc ') and qemu ('qemu'), the current size for everything else.
+ * GEOMETRY / CURRENT force one reading for every layer.  Whatever the
+ * rule, a disk is never served larger than its current size, and a
+ * geometry of 65535/16/255 (the maximum) always means current size. */
+enum vhd_disk_size {
+  VHD_DISK_SIZE_AUTO = 0,
+  VHD_DISK_SIZE_GEOMETRY,
+  VHD_DISK_SIZE_CURRENT,
+};
+/* "auto", "geometry", "current" (also "chs" and "current-size"). */
+int vhd_disk_size_parse (const char *s, enum vhd_disk_size *out);
+const char *vhd_disk_size_name (enum vhd_disk_size d);
+/* Tag of the tolerated producer quirk number i (the bits of
+ * vhd_layer_info.quirks; the table is in lib/vhd/quirks.c), NULL past
+ * the last. */
+const char *vhd_quirk_name (unsigned i);
+
 struct vhd_open_options {
   bool readonly;                /* open the top file read-only */
   bool ignore_checksums;        /* accept footer/header checksum errors */
@@ -92,6 +112,7 @@ struct vhd_open_options {
   /* Appended to "parent not found": how this program's user says where
    * a parent is.  NULL: the plugin's parent= and parent-dir= options. */
   const char *missing_parent_hint;
+  enum vhd_disk_size disk_size; /* size rule of every layer (above) */
 };
 
 /* ------------------------------------------------------------ layers */
@@ -106,6 +127,7 @@ int vhd_layer_open (const char *path, bool writable,
                     struct vhd_layer **out);
 void vhd_layer_close (struct vhd_layer *l);
 const char *vhd_layer_path (const struct vhd_layer *l);
+/* Guest-visible size (by the size rule: see vhd_layer_info). */
 uint64_t vhd_layer_size (const struct vhd_layer *l);
 /* "fixed", "dynamic" or "differencing". */
 const char *vhd_layer_type (const struct vhd_layer *l);
@@ -121,7 +143,12 @@ struct vhd_locator_info {
 struct vhd_layer_info {
   const char *format;           /* "VHD" */
   uint32_t type;                /* enum vhd_type */
-  uint64_t size;                /* guest-visible */
+  uint64_t size;                /* guest-visible: by the size rule */
+  uint64_t current_size;        /* what the file's structures cover */
+  uint64_t geometry_size;       /* cylinders * heads * spt * 512 */
+  bool size_from_geometry;      /* size is the geometry size */
+  const char *size_rule;        /* why, static text */
+  uint32_t quirks;              /* bit i: vhd_quirk_name (i) tolerated */
   uint32_t block_size;          /* 0 for fixed disks */
   uint32_t sector_size;         /* logical */
   uint64_t allocated;           /* bytes of blocks allocated (fixed: size) */

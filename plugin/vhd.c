@@ -130,6 +130,13 @@ vhd_config (const char *key, const char *value)
     return parse_bool_option (key, value, &options.ignore_id_mismatch);
   else if (strcmp (key, "confine-parents") == 0)
     return parse_bool_option (key, value, &options.confine_parents);
+  else if (strcmp (key, "disk-size") == 0) {
+    if (vhd_disk_size_parse (value, &options.disk_size) == -1) {
+      nbdkit_error ("disk-size must be auto, geometry or current, not '%s'",
+                    value);
+      return -1;
+    }
+  }
   else if (strcmp (key, "max-depth") == 0) {
     if (nbdkit_parse_unsigned ("max-depth", value, &options.max_depth) == -1)
       return -1;
@@ -163,7 +170,9 @@ vhd_config_complete (void)
   "ignore-id-mismatch=true Accept a parent whose unique id differs (risky).\n" \
   "confine-parents=true   Parents only from FILENAME's directory, parent-dir=\n" \
   "                       directories and parent= files (untrusted images).\n" \
-  "max-depth=<N>          Refuse chains deeper than N layers (default 256)."
+  "max-depth=<N>          Refuse chains deeper than N layers (default 256).\n" \
+  "disk-size=auto|geometry|current  Size from the creator's rule (auto), the\n" \
+  "                       CHS geometry or the footer's current size."
 
 /* Open the chain now: errors reach the user's terminal, and relative
  * paths (ours and those in parent locators) are resolved before nbdkit

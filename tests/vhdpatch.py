@@ -65,6 +65,19 @@ def main():
         patch_header(f, 40, uuid.UUID(a[0]).bytes)
     elif cmd == "set-size":
         patch_footer(f, 48, struct.pack(">Q", int(a[0])))
+    elif cmd == "set-creator":                 # 4 bytes, \0 allowed
+        app = a[0].encode().replace(b"\\0", b"\0")
+        if len(app) != 4:
+            sys.exit("vhdpatch.py: a creator code is 4 bytes")
+        patch_footer(f, 28, app)
+    elif cmd == "set-geometry":                # cylinders heads sectors
+        c, h, s = (int(x) for x in a[:3])
+        patch_footer(f, 56, struct.pack(">HBB", c, h, s))
+    elif cmd == "footer":                      # creator size C/H/S
+        b = rd(f, eof(f), 512)
+        c, h, s = struct.unpack(">HBB", b[56:60])
+        print(b[28:32].decode("latin-1").replace("\0", "\\0"),
+              struct.unpack(">Q", b[48:56])[0], "%d/%d/%d" % (c, h, s))
     elif cmd == "set-type":
         patch_footer(f, 60, struct.pack(">I", int(a[0])))
     elif cmd == "set-features":

@@ -20,7 +20,7 @@ static void
 check_help (void)
 {
   printf ("Usage: vhdtool check [--json] [--parent FILE]... [--parent-dir DIR]...\n"
-          "                     [--confine-parents] FILE\n"
+          "                     [--confine-parents] [--disk-size=RULE] FILE\n"
           "\n"
           "Examine FILE and its whole chain of parents and report every\n"
           "problem found: checksums, footer copy, header fields, BAT entries,\n"
@@ -29,6 +29,7 @@ check_help (void)
           "\n"
           "  --json                machine-readable output\n"
           PARENT_OPTIONS_HELP
+          DISK_SIZE_HELP
           "\n"
           "Exit status: 0 no problems, 1 problems found, 2 FILE cannot be\n"
           "checked at all (unreadable, not a VHD) or bad usage.\n");
@@ -144,6 +145,7 @@ cmd_check (int argc, char **argv)
   static const struct option long_opts[] = {
     { "json", no_argument, NULL, 'j' },
     PARENT_LONG_OPTIONS,
+    DISK_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -164,6 +166,12 @@ cmd_check (int argc, char **argv)
       if (parent_option (&o, ch, optarg) == -1) {
         parent_options_free (&o);
         return EXIT_CANNOT_CHECK;
+      }
+      break;
+    case OPT_DISK_SIZE:
+      if (disk_size_option (&o, optarg) == -1) {
+        parent_options_free (&o);
+        return EXIT_USAGE;
       }
       break;
     case 'h':

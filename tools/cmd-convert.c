@@ -13,7 +13,7 @@ convert_help (void)
 {
   printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
           "                       [--parent-dir DIR]... [--confine-parents]\n"
-          "                       FILE OUTPUT\n"
+          "                       [--disk-size=RULE] FILE OUTPUT\n"
           "\n"
           "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
           "The source files are only read; an existing OUTPUT is never\n"
@@ -21,7 +21,9 @@ convert_help (void)
           "\n"
           "  -t, --type TYPE       fixed, dynamic (the default) or raw\n"
           "  -p, --progress        show a progress bar (on a terminal)\n"
-          PARENT_OPTIONS_HELP);
+          PARENT_OPTIONS_HELP
+          DISK_SIZE_HELP
+          "OUTPUT has the size FILE's chain is served at (see --disk-size).\n");
 }
 
 int
@@ -31,6 +33,7 @@ cmd_convert (int argc, char **argv)
     { "type", required_argument, NULL, 't' },
     { "progress", no_argument, NULL, 'p' },
     PARENT_LONG_OPTIONS,
+    DISK_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -63,6 +66,12 @@ cmd_convert (int argc, char **argv)
     case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
+      break;
+    case OPT_DISK_SIZE:
+      if (disk_size_option (&o, optarg) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
       break;
     case 'h':
       convert_help ();

@@ -19,7 +19,8 @@ info_help (void)
           "  --json                machine-readable output\n"
           "  --ignore-checksums    read files with bad footer/header checksums\n"
           "  --ignore-id-mismatch  accept a parent whose unique id differs\n"
-          PARENT_OPTIONS_HELP);
+          PARENT_OPTIONS_HELP
+          DISK_SIZE_HELP);
 }
 
 static void
@@ -51,6 +52,27 @@ gather (struct vhd_layer *l, struct facts *x)
     format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
 
+/* The size rule applied (lib/vhd/quirks.c): which field, and why. */
+static const char *
+size_field (const struct vhd_layer_info *f)
+{
+  return f->size_from_geometry ? "geometry" : "current size";
+}
+
+static void
+print_quirks (const struct vhd_layer_info *f, bool json)
+{
+  unsigned i;
+  bool first = true;
+
+  for (i = 0; vhd_quirk_name (i); i++)
+    if (f->quirks & (UINT32_C (1) << i)) {
+      printf (json ? "%s\"%s\"" : "%s%s", first ? "" : ", ",
+              vhd_quirk_name (i));
+      first = false;
+    }
+}
+
 static void
 print_text (const struct facts *x, const struct vhd_chain *c,
             const char *chain_error)
@@ -61,6 +83,12 @@ print_text (const struct facts *x, const struct vhd_chain *c,
   printf ("file:              %s\n", x->path);
   printf ("type:              %s\n", vhd_type_name (f->type));
   printf ("virtual size:      %" PRIu64 " (%s)\n", f->size, x->size_h);
+  if (f->size_rule)
+    printf ("size rule:         %s (%s)\n", size_field (f), f->size_rule);
+  if (f->has_geometry && f->geometry_size != f->current_size) {
+    printf ("current size:      %" PRIu64 "\n", f->current_size);
+    printf ("geometry size:     %" PRIu64 "\n", f->geometry_size);
+  }
   if (f->type != VHD_TYPE_FIXED)
     printf ("block size:        %u\n", f->block_size);
   printf ("creator:           \"%s\" %u.%u (%s)\n", f->creator,
@@ -75,6 +103,11 @@ print_text (const struct facts *x, const struct vhd_chain *c,
   printf ("file size:         %" PRIu64 "\n", f->file_size);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
+  if (f->quirks) {
+    printf ("quirks tolerated:  ");
+    print_quirks (f, false);
+    printf ("\n");
+  }
   if (f->type == VHD_TYPE_DIFF) {
     printf ("parent id:         %s\n", f->parent_id);
     printf ("parent name:       %s\n", f->parent_name);
@@ -105,6 +138,15 @@ print_json (const struct facts *x, const struct vhd_chain *c,
   json_string (stdout, x->path);
   printf (",\n  \"type\": \"%s\",\n", vhd_type_name (f->type));
   printf ("  \"virtual-size\": %" PRIu64 ",\n", f->size);
+  printf ("  \"current-size\": %" PRIu64 ",\n", f->current_size);
+  printf ("  \"geometry-size\": %" PRIu64 ",\n", f->geometry_size);
+  printf ("  \"size-rule\": \"%s\",\n",
+          f->size_from_geometry ? "geometry" : "current");
+  printf ("  \"size-rule-reason\": ");
+  json_string (stdout, f->size_rule ? f->size_rule : "");
+  printf (",\n  \"quirks\": [");
+  print_quirks (f, true);
+  printf ("],\n");
   if (f->type != VHD_TYPE_FIXED)
     printf ("  \"block-size\": %u,\n", f->block_size);
   printf ("  \"creator\": ");
@@ -166,6 +208,7 @@ cmd_info (int argc, char **argv)
     { "ignore-checksums", no_argument, NULL, 'C' },
     { "ignore-id-mismatch", no_argument, NULL, 'I' },
     PARENT_LONG_OPTIONS,
+    DISK_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -188,6 +231,12 @@ cmd_info (int argc, char **argv)
     case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
+      break;
+    case OPT_DISK_SIZE:
+      if (disk_size_option (&o, optarg) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
       break;
     case 'h':
       info_help ();

@@ -153,6 +153,17 @@ parent_option (struct vhd_open_options *o, int ch, const char *arg)
   return append (&o->parent_dirs, &o->n_parent_dirs, arg);
 }
 
+int
+disk_size_option (struct vhd_open_options *o, const char *arg)
+{
+  if (vhd_disk_size_parse (arg, &o->disk_size) == -1) {
+    usage_error ("--disk-size must be auto, geometry or current, not '%s'",
+                 arg);
+    return -1;
+  }
+  return 0;
+}
+
 void
 parent_options_free (struct vhd_open_options *o)
 {

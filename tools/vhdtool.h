@@ -38,7 +38,8 @@ void human_size (uint64_t bytes, char *buf, size_t len);
  * (info, check, map, convert).  Long options with these values, parsed
  * by parent_option into a struct vhd_open_options (the candidate lists,
  * which parent_options_free releases, and confine_parents). */
-enum { OPT_PARENT = 0x100, OPT_PARENT_DIR, OPT_CONFINE_PARENTS };
+enum { OPT_PARENT = 0x100, OPT_PARENT_DIR, OPT_CONFINE_PARENTS,
+       OPT_DISK_SIZE };
 #define PARENT_LONG_OPTIONS \
   { "parent", required_argument, NULL, OPT_PARENT }, \
   { "parent-dir", required_argument, NULL, OPT_PARENT_DIR }, \
@@ -52,6 +53,16 @@ enum { OPT_PARENT = 0x100, OPT_PARENT_DIR, OPT_CONFINE_PARENTS };
   "                        --parent-dir directories (with subdirectories)\n" \
   "                        and the --parent files; never open a file a\n" \
   "                        locator names elsewhere (untrusted images)\n"
+/* util.c: --disk-size=RULE of the commands that read a chain (info,
+ * check, map, convert): which footer field sizes the disk (struct
+ * vhd_open_options, disk_size).  -1 (after a message) for a bad RULE. */
+#define DISK_SIZE_LONG_OPTION \
+  { "disk-size", required_argument, NULL, OPT_DISK_SIZE }
+#define DISK_SIZE_HELP \
+  "  --disk-size=RULE      auto (the default: the size the file's creator\n" \
+  "                        means), geometry (the CHS geometry, as Virtual\n" \
+  "                        PC) or current (the footer's current size)\n"
+int disk_size_option (struct vhd_open_options *o, const char *arg);
 #define PARENT_OPTIONS_HINT \
   "; use --parent or --parent-dir to say where it is"
 /* Returns -1 (after a message) when out of memory. */

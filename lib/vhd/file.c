@@ -80,6 +80,8 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
     eof[VHD_FOOTER_SIZE - 1] = 0;
     use = eof;
     f->footer_offset = f->l.file_size - (VHD_FOOTER_SIZE - 1);
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_FOOTER_511, "footer at %"
+                   PRIu64, f->footer_offset);
   }
 
   vhd_footer_decode (copy, &cf);
@@ -94,6 +96,8 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
       use = copy;
       f->footer_from_copy = true;
       f->footer_offset = f->l.file_size;
+      vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_FOOTER_COPY_ONLY,
+                     "copy at offset 0 used");
     }
     else {
       vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
@@ -115,15 +119,20 @@ read_footer (struct vhd_file *f, const struct vhd_open_options *opts)
     errno = EINVAL;
     return -1;
   }
+  if (sum != f->footer.checksum)
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_BAD_CHECKSUM, "footer");
   if (!f->footer_from_copy &&
       (f->footer.disk_type == VHD_TYPE_DYNAMIC ||
        f->footer.disk_type == VHD_TYPE_DIFF)) {
     f->footer_copy_differs = memcmp (copy, use, VHD_FOOTER_SIZE - 1) != 0;
-    if (f->footer_copy_differs)
+    if (f->footer_copy_differs) {
+      vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_FOOTER_COPY_DIFFERS,
+                     "the footer at the end is used");
       vhd_report (opts, VHD_NOTE, f->l.path, "footer copy", "",
                   "footer copy at offset 0 differs from the footer at the "
                   "end of the file%s", footer_cookie_ok (copy) ? ""
                   : " (it has no 'conectix' cookie)");
+    }
   }
   return 0;
 }
@@ -152,6 +161,7 @@ check_footer_fields (struct vhd_file *f, const struct vhd_open_options *opts)
   }
   f->type = ft->disk_type;
   f->l.size = ft->current_size;
+  vhd_quirk_disk_size (f, opts);
   if (f->type == VHD_TYPE_FIXED && f->l.size > f->footer_offset) {
     vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
                 "truncated: fixed disk of %" PRIu64 " bytes but the footer "
@@ -159,14 +169,20 @@ check_footer_fields (struct vhd_file *f, const struct vhd_open_options *opts)
     return unusable (f);
   }
   /* Harmless to readers, but no producer writes them: worth a note. */
-  if (!(ft->features & 2))
+  if (!(ft->features & 2)) {
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_FEATURES_RESERVED,
+                   "features 0x%08x", ft->features);
     vhd_report (opts, VHD_NOTE, f->l.path, "footer", "",
                 "footer: features 0x%08x lack the reserved bit 0x2 that "
                 "must always be set", ft->features);
-  if (f->type == VHD_TYPE_FIXED && ft->data_offset != UINT64_MAX)
+  }
+  if (f->type == VHD_TYPE_FIXED && ft->data_offset != UINT64_MAX) {
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_FIXED_DATA_OFFSET,
+                   "data offset 0x%" PRIx64, ft->data_offset);
     vhd_report (opts, VHD_NOTE, f->l.path, "footer", "",
                 "footer: data offset of a fixed disk is 0x%" PRIx64
                 ", not all ones", ft->data_offset);
+  }
   return 0;
 
  inval:
@@ -216,14 +232,20 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
                   "dynamic header checksum mismatch (stored 0x%08x, "
                   "computed 0x%08x)", h->checksum, sum))
     goto inval;
+  if (sum != h->checksum)
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_BAD_CHECKSUM,
+                   "dynamic header");
   if ((h->version >> 16) != 1 &&
       vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
                   "dynamic header: unsupported version 0x%08x", h->version))
     goto inval;
-  if (h->data_offset != UINT64_MAX)
+  if (h->data_offset != UINT64_MAX) {
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_HEADER_DATA_OFFSET,
+                   "data offset 0x%" PRIx64, h->data_offset);
     vhd_report (opts, VHD_NOTE, f->l.path, "dynamic header", "",
                 "dynamic header: data offset is 0x%" PRIx64 ", not all "
                 "ones", h->data_offset);
+  }
   if (!IS_POWER_OF_2 (h->block_size) || h->block_size < VHD_SECTOR ||
       h->block_size > VHD_MAX_BLOCK_SIZE) {
     vhd_report (opts, VHD_ERROR, f->l.path, "dynamic header", "",
@@ -255,6 +277,10 @@ read_header (struct vhd_file *f, const struct vhd_open_options *opts)
                 h->max_table_entries);
     return unusable (f);
   }
+  if (h->max_table_entries > f->l.n_blocks)
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_BAT_OVERSIZED,
+                   "%u BAT entries for %u blocks", h->max_table_entries,
+                   f->l.n_blocks);
   if (f->type == VHD_TYPE_DIFF) {
     f->l.parent_name = vhd_utf16_to_utf8 (h->parent_name,
                                         sizeof h->parent_name, true);
@@ -289,7 +315,7 @@ locator_area (const struct vhd_file *f, int i, uint64_t *start, uint64_t *end)
  * but rewriting such a locator (set-parent) would corrupt the other
  * structure, so set-parent never does, and check notes it. */
 static void
-note_locator_overlaps (const struct vhd_file *f,
+note_locator_overlaps (struct vhd_file *f,
                        const struct vhd_open_options *opts, int i,
                        uint64_t bat_start, uint64_t bat_end)
 {
@@ -300,16 +326,22 @@ note_locator_overlaps (const struct vhd_file *f,
   if (s == e)
     return;
   if (overlaps (s, e, 0, f->footer.data_offset + VHD_HEADER_SIZE) ||
-      overlaps (s, e, bat_start, bat_end))
+      overlaps (s, e, bat_start, bat_end)) {
+    vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_LOCATOR_OVERLAP,
+                   "parent locator %d", i);
     vhd_report (opts, VHD_NOTE, f->l.path, "parent locator", "",
                 "parent locator %d: its reserved area [%" PRIu64 ", %"
                 PRIu64 ") overlaps the header or the BAT", i, s, e);
+  }
   for (j = 0; j < i; j++) {
     locator_area (f, j, &s2, &e2);
-    if (s2 != e2 && overlaps (s, e, s2, e2))
+    if (s2 != e2 && overlaps (s, e, s2, e2)) {
+      vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_LOCATOR_OVERLAP,
+                     "parent locators %d and %d", j, i);
       vhd_report (opts, VHD_NOTE, f->l.path, "parent locator", "",
                   "parent locators %d and %d: their reserved areas "
                   "overlap", j, i);
+    }
   }
 }
 
@@ -356,6 +388,10 @@ check_locators (struct vhd_file *f, const struct vhd_open_options *opts,
       continue;
     }
     f->metadata_end = MAX (f->metadata_end, l->offset + space);
+    if (l->space >= VHD_SECTOR)
+      vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_LOCATOR_SPACE_BYTES,
+                     "parent locator %d (%s): data space %u", i, name,
+                     l->space);
     note_locator_overlaps (f, opts, i, bat_start, bat_end);
   }
   return 0;
@@ -381,6 +417,8 @@ note_tap_batmap (struct vhd_file *f, uint64_t bat_end)
   map_off = get_be64 (b + 8);
   map_end = map_off + (uint64_t) get_be32 (b + 16) * VHD_SECTOR;
   f->metadata_end = MAX (f->metadata_end, bat_end + VHD_SECTOR);
+  vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_TAP_BATMAP,
+                 "batmap at %" PRIu64, map_off);
   if (map_off < f->l.file_size && map_end <= f->l.file_size)
     f->metadata_end = MAX (f->metadata_end, map_end);
 }
@@ -661,6 +699,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
       }
       f->data_end = MAX (f->data_end,
                          start + f->bitmap_bytes + f->l.block_size);
+      if (start + f->bitmap_bytes + f->l.block_size > data_limit)
+        vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_PARTIAL_LAST_BLOCK,
+                       "BAT entry %u", i);
       if (n_alloc == sorted_cap) {
         size_t cap = sorted_cap ? 2 * sorted_cap : 1024;
         uint32_t *p = realloc (sorted, cap * sizeof *sorted);

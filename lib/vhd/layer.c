@@ -143,7 +143,12 @@ vhd_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   memset (x, 0, sizeof *x);
   x->format = "VHD";
   x->type = f->type;
-  x->size = l->size;
+  x->size = l->disk_size;
+  x->current_size = l->size;
+  x->geometry_size = f->geometry_size;
+  x->size_from_geometry = f->size_from_geometry;
+  x->size_rule = f->size_rule;
+  x->quirks = f->quirks;
   x->sector_size = l->sector_size;
   x->block_size = f->type == VHD_TYPE_FIXED ? 0 : l->block_size;
   x->allocated = f->type == VHD_TYPE_FIXED

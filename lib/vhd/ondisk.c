@@ -171,7 +171,8 @@ uint64_t
 vhd_locator_space_bytes (uint32_t space)
 {
   /* blktap's rule, which fits every producer seen: small values are
-   * sectors (the spec), sector multiples are bytes (everyone else). */
+   * sectors (the spec), sector multiples are bytes (everyone else):
+   * VHD_QUIRK_LOCATOR_SPACE_BYTES in quirks.c. */
   if (space < VHD_SECTOR)
     return (uint64_t) space * VHD_SECTOR;
   if (space % VHD_SECTOR == 0)

@@ -104,6 +104,11 @@ struct vhd_file {
   bool footer_copy_differs;     /* dyn/diff: copy at 0 != EOF footer */
 
   uint32_t type;                /* enum vhd_type */
+  uint64_t geometry_size;       /* cylinders * heads * spt * 512 */
+  bool size_from_geometry;      /* l.disk_size is the geometry size */
+  const char *size_rule;        /* why l.disk_size: static text */
+  uint32_t quirks;              /* bit (1 << enum vhd_quirk) per producer
+                                   quirk tolerated in this file */
 
   /* Dynamic and differencing only. */
   struct vhd_header header;
@@ -223,5 +228,13 @@ void vhd_file_footer_bytes (const struct vhd_file *f,
 /* create.c: layer_ops.new_image. */
 int vhd_new_image (int fd, const char *path,
                    const struct vhd_create_params *p);
+
+/* quirks.c: decide f's guest-visible size (f->l.disk_size,
+ * f->geometry_size, f->size_rule) from its footer (f->l.size holds the current
+ * size), by its creator and opts->disk_size.  Never more than the
+ * current size, which is all the file's structures cover. */
+void vhd_quirk_disk_size (struct vhd_file *f,
+                          const struct vhd_open_options *opts);
+
 
 #endif /* VHD_FORMAT_H */
