@@ -96,6 +96,17 @@ struct block_entry {
   uint8_t *top_bitmap;          /* NULL while the top has no such block */
   uint32_t top_entry;           /* the top's BAT entry when allocated */
   bool dirty;                   /* top_bitmap differs from the file */
+  /* Cache bookkeeping (resolve.c, see "Memory" there), all under the
+   * block's stripe lock; on_ring, next and prev also change only with
+   * the cache's clock lock held. */
+  bool flushing;                /* a flush copied top_bitmap and has not
+                                   written it yet: pinned (write.c) */
+  bool referenced;              /* CLOCK: used since the hand passed */
+  bool on_ring;                 /* on the CLOCK ring of eviction candidates */
+  uint32_t blk;                 /* the top block it describes */
+  uint64_t bytes;               /* charged against the cache budget */
+  struct block_entry *hnext;    /* next in the stripe's hash chain */
+  struct block_entry *next, *prev;  /* CLOCK ring */
 };
 
 /* Block granularity of the cache: the top file's block. */
@@ -114,6 +125,9 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
  * true if any bitmap bit changed, -1 on allocation failure. */
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint32_t rel, uint32_t n);
+/* With the block's lock held, after clearing e->flushing (write.c):
+ * an entry neither dirty nor flushing may be evicted again. */
+void vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e);
 
 /* problem.c: one problem found while validating.  NOTE: only check
  * mode reports it; WARN: a warning otherwise; ERROR: otherwise an error
@@ -161,8 +175,8 @@ int vhd_lock_file (struct vhd_file *f, bool exclusive);
  * lock: f is never left unlocked (see the top of lock.c). */
 int vhd_lock_upgrade (struct vhd_file *f, int wfd);
 
-/* resolve.c */
-int vhd_cache_init (struct vhd_chain *c);
+/* resolve.c: budget in bytes, 0 = VHD_DEFAULT_CACHE_BUDGET. */
+int vhd_cache_init (struct vhd_chain *c, uint64_t budget);
 void vhd_cache_free (struct vhd_chain *c);
 
 /* write.c */

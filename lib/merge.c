@@ -331,10 +331,12 @@ open_chains (struct merge *m, const char *file)
   struct vhd_open_options unlocked = {
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
+    .cache_budget = m->p->cache_budget,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
+    .cache_budget = m->p->cache_budget,
   };
   char *dir = NULL;
   unsigned i;

@@ -517,10 +517,13 @@ struct snapshot {
   uint8_t *bat_data;            /* those BAT sectors, encoded */
 };
 
-/* Put everything back to dirty after a failed flush: blocks whose
- * bitmaps were copied (and so marked clean) and the BAT sectors. */
+/* The end of a flush, done or failed: the blocks of the snapshot are
+ * unpinned (their bitmaps are in the file now, or they are dirty
+ * again); after a failure the blocks and BAT sectors taken are put back
+ * to dirty.  Their entries are the ones take_snapshot saw: flushing
+ * kept them from being evicted (see there). */
 static void
-restore_dirty (struct vhd_chain *c, struct snapshot *s)
+end_flush (struct vhd_chain *c, struct snapshot *s, bool failed)
 {
   struct vhd_writer *w = c->writer;
   size_t i;
@@ -531,10 +534,16 @@ restore_dirty (struct vhd_chain *c, struct snapshot *s)
 
     vhd_cache_lock (c, blk);
     e = vhd_cache_get (c, blk, false);
-    if (e)
-      mark_block_dirty (c, e, blk);
+    if (e) {
+      e->flushing = false;
+      if (failed)
+        mark_block_dirty (c, e, blk);
+      vhd_cache_unpinned (c, e);
+    }
     vhd_cache_unlock (c, blk);
   }
+  if (!failed)
+    return;
   pthread_mutex_lock (&w->dirty_lock);
   for (i = 0; i < w->n_bat_sectors; i++)
     w->dirty_bat[i] |= s->bat_sectors[i];
@@ -600,7 +609,14 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
     }
     memcpy (s->bitmaps + i * t->bitmap_bytes, e->top_bitmap, t->bitmap_bytes);
     s->entries[i] = e->top_entry;
+    /* Clean from now on: a write that sets bits after this copy lists
+     * the block again for the next flush.  But the file still holds the
+     * old bitmap until write_snapshot: were the entry evicted and
+     * re-filled from the file meanwhile, reads would lose the sectors
+     * written since the last flush, and a failed flush could not put
+     * the bits back.  flushing pins it until end_flush. */
     e->dirty = false;
+    e->flushing = true;
     vhd_cache_unlock (c, blk);
   }
   for (i = 0; i < w->n_bat_sectors; i++) {
@@ -675,8 +691,8 @@ vhd_chain_flush (struct vhd_chain *c)
   }
   r = 0;
  out:
-  if (r == -1 && s.bat_sectors)
-    restore_dirty (c, &s);
+  if (s.bat_sectors)
+    end_flush (c, &s, r == -1);
   pthread_mutex_unlock (&w->flush_lock);
   free (s.blocks);
   free (s.entries);
