@@ -128,6 +128,11 @@ int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
 /* With the block's lock held, after clearing e->flushing (write.c):
  * an entry neither dirty nor flushing may be evicted again. */
 void vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e);
+/* True when entries only a flush can make evictable hold more than
+ * half the budget (any thread, no lock needed). */
+bool vhd_cache_pinned_over_budget (const struct vhd_chain *c);
+/* The budget in bytes (0 for a fixed disk: no cache). */
+uint64_t vhd_cache_budget (const struct vhd_chain *c);
 
 /* problem.c: one problem found while validating.  NOTE: only check
  * mode reports it; WARN: a warning otherwise; ERROR: otherwise an error

@@ -82,6 +82,8 @@ struct vhd_cache {
   struct stripe stripes[N_STRIPES];
   uint64_t budget;              /* bytes */
   uint64_t used;                /* bytes charged now (atomic) */
+  uint64_t ring_bytes;          /* of those, entries on the ring (atomic) */
+  uint64_t table_bytes;         /* of those, the hash tables (atomic) */
 
   pthread_mutex_t clock_lock;   /* the ring and the counters below */
   struct block_entry *hand;     /* NULL when the ring is empty */
@@ -235,6 +237,9 @@ table_insert (struct vhd_cache *cache, struct stripe *st,
         }
       free (st->buckets);
       charge (cache, (int64_t) (nb - st->n_buckets) * sizeof *b);
+      __atomic_add_fetch (&cache->table_bytes,
+                          (uint64_t) (nb - st->n_buckets) * sizeof *b,
+                          __ATOMIC_RELAXED);
       st->buckets = b;
       st->n_buckets = nb;
     }
@@ -278,6 +283,10 @@ account (struct vhd_chain *c, struct block_entry *e)
     (e->top_bitmap ? top (c)->bitmap_bytes + ALLOC_OVERHEAD : 0);
 
   charge (c->cache, (int64_t) (bytes - e->bytes));
+  /* on_ring cannot change while we hold the stripe lock. */
+  if (e->on_ring)
+    __atomic_add_fetch (&c->cache->ring_bytes, bytes - e->bytes,
+                        __ATOMIC_RELAXED);
   e->bytes = bytes;
 }
 
@@ -298,6 +307,7 @@ ring_add (struct vhd_cache *cache, struct block_entry *e)
   }
   e->on_ring = true;
   cache->n_ring++;
+  __atomic_add_fetch (&cache->ring_bytes, e->bytes, __ATOMIC_RELAXED);
 }
 
 static void
@@ -314,6 +324,7 @@ ring_remove (struct vhd_cache *cache, struct block_entry *e)
   e->next = e->prev = NULL;
   e->on_ring = false;
   cache->n_ring--;
+  __atomic_sub_fetch (&cache->ring_bytes, e->bytes, __ATOMIC_RELAXED);
 }
 
 /* Evict until within budget, keeping keep (just inserted, about to be
@@ -352,6 +363,30 @@ evict (struct vhd_chain *c, struct block_entry *keep)
     if (st != held)
       pthread_mutex_unlock (&st->lock);
   }
+}
+
+/* Entries off the ring are pinned ones the hand has met (or is about
+ * to: it meets them whenever it must evict).  Only a flush frees them
+ * for eviction; writers that never flush on their own (convert, merge)
+ * ask this to know when to. */
+bool
+vhd_cache_pinned_over_budget (const struct vhd_chain *c)
+{
+  const struct vhd_cache *cache = c->cache;
+  uint64_t used, ring, tables;
+
+  if (cache == NULL)
+    return false;
+  used = __atomic_load_n (&cache->used, __ATOMIC_RELAXED);
+  ring = __atomic_load_n (&cache->ring_bytes, __ATOMIC_RELAXED);
+  tables = __atomic_load_n (&cache->table_bytes, __ATOMIC_RELAXED);
+  return used > ring + tables && used - ring - tables > cache->budget / 2;
+}
+
+uint64_t
+vhd_cache_budget (const struct vhd_chain *c)
+{
+  return c->cache ? c->cache->budget : 0;
 }
 
 void

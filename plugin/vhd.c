@@ -130,6 +130,16 @@ vhd_config (const char *key, const char *value)
     return parse_bool_option (key, value, &options.ignore_id_mismatch);
   else if (strcmp (key, "confine-parents") == 0)
     return parse_bool_option (key, value, &options.confine_parents);
+  else if (strcmp (key, "cache-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (r == 0) {
+      nbdkit_error ("cache-size must be at least 1");
+      return -1;
+    }
+    options.cache_budget = r;
+  }
   else if (strcmp (key, "max-depth") == 0) {
     if (nbdkit_parse_unsigned ("max-depth", value, &options.max_depth) == -1)
       return -1;
@@ -163,7 +173,8 @@ vhd_config_complete (void)
   "ignore-id-mismatch=true Accept a parent whose unique id differs (risky).\n" \
   "confine-parents=true   Parents only from FILENAME's directory, parent-dir=\n" \
   "                       directories and parent= files (untrusted images).\n" \
-  "max-depth=<N>          Refuse chains deeper than N layers (default 256)."
+  "max-depth=<N>          Refuse chains deeper than N layers (default 256).\n" \
+  "cache-size=<SIZE>      Memory for resolved blocks (default 16M)."
 
 /* Open the chain now: errors reach the user's terminal, and relative
  * paths (ours and those in parent locators) are resolved before nbdkit

@@ -13,7 +13,7 @@ convert_help (void)
 {
   printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
           "                       [--parent-dir DIR]... [--confine-parents]\n"
-          "                       FILE OUTPUT\n"
+          "                       [--cache-size SIZE] FILE OUTPUT\n"
           "\n"
           "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
           "The source files are only read; an existing OUTPUT is never\n"
@@ -21,7 +21,8 @@ convert_help (void)
           "\n"
           "  -t, --type TYPE       fixed, dynamic (the default) or raw\n"
           "  -p, --progress        show a progress bar (on a terminal)\n"
-          PARENT_OPTIONS_HELP);
+          PARENT_OPTIONS_HELP
+          CACHE_SIZE_HELP);
 }
 
 int
@@ -31,6 +32,7 @@ cmd_convert (int argc, char **argv)
     { "type", required_argument, NULL, 't' },
     { "progress", no_argument, NULL, 'p' },
     PARENT_LONG_OPTIONS,
+    CACHE_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -63,6 +65,12 @@ cmd_convert (int argc, char **argv)
     case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
+      break;
+    case OPT_CACHE_SIZE:
+      if (cache_size_option ("convert", optarg, &o.cache_budget) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
       break;
     case 'h':
       convert_help ();

@@ -13,14 +13,15 @@ static void
 map_help (void)
 {
   printf ("Usage: vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]...\n"
-          "                   [--confine-parents] FILE\n"
+          "                   [--confine-parents] [--cache-size SIZE] FILE\n"
           "\n"
           "Show which file of FILE's chain supplies each byte range of the\n"
           "disk, and which ranges no file holds (they read as zeros).\n"
           "Adjacent ranges from the same file are merged.\n"
           "\n"
           "  --json                machine-readable output\n"
-          PARENT_OPTIONS_HELP);
+          PARENT_OPTIONS_HELP
+          CACHE_SIZE_HELP);
 }
 
 struct mapper {
@@ -64,6 +65,7 @@ cmd_map (int argc, char **argv)
   static const struct option long_opts[] = {
     { "json", no_argument, NULL, 'j' },
     PARENT_LONG_OPTIONS,
+    CACHE_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -81,6 +83,12 @@ cmd_map (int argc, char **argv)
     case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
       if (parent_option (&o, ch, optarg) == -1)
         goto out;
+      break;
+    case OPT_CACHE_SIZE:
+      if (cache_size_option ("map", optarg, &o.cache_budget) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
       break;
     case 'h':
       map_help ();
