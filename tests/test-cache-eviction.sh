@@ -15,6 +15,10 @@
 # again; an entry freed while another request uses it is a
 # use-after-free (the sanitizer builds of scripts/test.sh catch those).
 #
+# Flushes are slowed down (tests/fdatasync-delay-shim.c) so that
+# requests racing a flush evict while it is between marking entries
+# clean and writing their bitmaps.
+#
 # The plugin's debug output (-D vhd.verbose=1) reports, at exit, how
 # many entries were filled and evicted: the test insists that eviction
 # happened, and a lot, so it cannot pass with a cache that never evicts.
@@ -58,6 +62,10 @@ else
 fi
 snap chain/base.vhd chain/mid.vhd
 
+shim=$tmp/fdatasync-delay.so
+cc -shared -fPIC -o "$shim" "$top_srcdir/tests/fdatasync-delay-shim.c" -ldl ||
+  fail "build tests/fdatasync-delay-shim.c"
+
 # model NAME FILE INITIAL BUDGET BLOCK: serve FILE (read-write, a cache
 # of BUDGET bytes) and run opmodel.py from INITIAL with the next seed.
 # Then: the model held, evictions happened, and the file reopened with
@@ -67,7 +75,7 @@ model () {
   local fills evictions
   seed=$((seed + 1))
   t0=$SECONDS
-  serve -v -D vhd.verbose=1 "$file" cache-size="$budget" -- \
+  LD_PRELOAD=$shim serve -v -D vhd.verbose=1 "$file" cache-size="$budget" -- \
     "$PY $top_srcdir/tests/opmodel.py --seed $s --ops $ops \
        --name '$name' --initial $tmp/$init --final $tmp/$file.model \
        --block $block --aio --batch-flush --flush-weight 6 \
