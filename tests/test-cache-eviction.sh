@@ -95,7 +95,10 @@ model () {
   read -r fills evictions < <(
     sed -n 's/.*block cache: \([0-9]*\) fills, \([0-9]*\) evictions.*/\1 \2/p' \
       "$tmp/.run" | tail -n 1)
-  if [ -n "$evictions" ] && [ "$evictions" -ge 1000 ]; then
+  # Most fills must have evicted something (the budget holds a handful
+  # of entries at most).
+  if [ -n "$evictions" ] && [ "$evictions" -ge 100 ] &&
+     [ $((2 * evictions)) -ge "$fills" ]; then
     pass "$name: the cache evicted ($fills fills, $evictions evictions)"
   else
     fail "$name: the cache evicted (fills '$fills', evictions '$evictions')"
@@ -117,5 +120,20 @@ read_all mid.raw chain/mid.vhd
 model "4K blocks, 16K budget" top4.vhd mid.raw 16K 4096
 
 unchanged "the layers below are unchanged (sha256)"
+
+# vhdtool's --cache-size: the whole-chain commands with a tiny cache.
+"$VHDTOOL" map chain/top.vhd > map-default.txt 2>&1
+check "map --cache-size 4K" sh -c \
+  "'$VHDTOOL' map --cache-size 4K chain/top.vhd > map-4k.txt"
+check_same "... the same map as with the default" map-4k.txt map-default.txt
+check "convert --cache-size 4K to a dynamic disk, 4K blocks" \
+  "$VHDTOOL" convert --cache-size 4K top4.vhd flat.vhd
+reads_as "... it reads as the model" top4.vhd.model flat.vhd
+# Merge writes every block of the child into its parent: with a 4K
+# budget it must flush as it goes (lib/merge.c, flush_if_pinned).
+cp -r chain mchain
+check "merge --cache-size 4K" "$VHDTOOL" merge --cache-size 4K mchain/top.vhd
+reads_as "... the parent now reads as the child did" \
+  chain/top.vhd.model mchain/mid.vhd
 
 done_testing
