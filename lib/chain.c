@@ -171,7 +171,7 @@ vhd_chain_open_confined (const char *path,
       goto err;
   }
   if (!opts->problem &&
-      (vhd_cache_init (c) == -1 ||
+      (vhd_cache_init (c, opts->cache_budget) == -1 ||
        (c->writable && vhd_writer_init (c) == -1)))
     goto err;
   vhd_confine_free (cf);

@@ -28,7 +28,15 @@ static int
 write_vhd (void *opaque, const void *buf, uint64_t len, uint64_t off)
 {
   struct sink *s = opaque;
-  return vhd_chain_pwrite (s->out, buf, len, off);
+
+  if (vhd_chain_pwrite (s->out, buf, len, off) == -1)
+    return -1;
+  /* Every block written stays cached until a flush writes its bitmap
+   * (resolve.c): flush now and then to keep within the budget.  Any
+   * flush is safe mid-copy (the output has no name yet anyway). */
+  if (vhd_cache_pinned_over_budget (s->out) && vhd_chain_flush (s->out) == -1)
+    return -1;
+  return 0;
 }
 
 static int
@@ -51,7 +59,9 @@ prepare_output (struct sink *s, const char *tmp, const struct vhd_chain *src,
   struct vhd_create_params cp = {
     .type = p->type, .size = src->size, .block_size = p->block_size,
   };
-  struct vhd_open_options o = { .no_lock = true };
+  struct vhd_open_options o = {
+    .no_lock = true, .cache_budget = vhd_cache_budget (src),
+  };
 
   if (p->type == VHD_OUTPUT_RAW) {
     if (ftruncate (s->fd, src->size) == -1) {

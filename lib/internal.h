@@ -77,6 +77,17 @@ struct block_entry {
   uint8_t *top_bitmap;          /* NULL while the top has no such block */
   uint64_t top_data_off;        /* where the top holds the block */
   bool dirty;                   /* top_bitmap differs from the file */
+  /* Cache bookkeeping (resolve.c, see "Memory" there), all under the
+   * block's stripe lock; on_ring, next and prev also change only with
+   * the cache's clock lock held. */
+  bool flushing;                /* a flush copied top_bitmap and has not
+                                   written it yet: pinned (write.c) */
+  bool referenced;              /* CLOCK: used since the hand passed */
+  bool on_ring;                 /* on the CLOCK ring of eviction candidates */
+  uint32_t blk;                 /* the top block it describes */
+  uint64_t bytes;               /* charged against the cache budget */
+  struct block_entry *hnext;    /* next in the stripe's hash chain */
+  struct block_entry *next, *prev;  /* CLOCK ring */
 };
 
 /* Block granularity of the cache: the top file's block. */
@@ -97,6 +108,14 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint64_t data_off, uint32_t rel,
                            uint32_t n);
+/* With the block's lock held, after clearing e->flushing (write.c):
+ * an entry neither dirty nor flushing may be evicted again. */
+void vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e);
+/* True when entries only a flush can make evictable hold more than
+ * half the budget (any thread, no lock needed). */
+bool vhd_cache_pinned_over_budget (const struct vhd_chain *c);
+/* The budget in bytes (0 for a fixed disk: no cache). */
+uint64_t vhd_cache_budget (const struct vhd_chain *c);
 
 /* problem.c: one problem found while validating.  NOTE: only check
  * mode reports it; WARN: a warning otherwise; ERROR: otherwise an error
@@ -144,8 +163,8 @@ int vhd_lock_file (struct vhd_layer *f, bool exclusive);
  * lock: f is never left unlocked (see the top of lock.c). */
 int vhd_lock_upgrade (struct vhd_layer *f, int wfd);
 
-/* resolve.c */
-int vhd_cache_init (struct vhd_chain *c);
+/* resolve.c: budget in bytes, 0 = VHD_DEFAULT_CACHE_BUDGET. */
+int vhd_cache_init (struct vhd_chain *c, uint64_t budget);
 void vhd_cache_free (struct vhd_chain *c);
 
 /* write.c */

@@ -334,11 +334,13 @@ open_chains (struct merge *m, const char *file)
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
     .disk_size = VHD_DISK_SIZE_CURRENT,
+    .cache_budget = m->p->cache_budget,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
     .disk_size = VHD_DISK_SIZE_CURRENT,
+    .cache_budget = m->p->cache_budget,
   };
   char *dir = NULL;
   unsigned i;
@@ -448,11 +450,27 @@ drop_stale_journal (struct merge *m)
 
 /* ------------------------------------------------------------ copying */
 
+/* Every block written stays cached until a flush writes its bitmap
+ * (resolve.c): flush T now and then to keep within the cache budget.
+ * Flushing T during the copy is safe: FILE's view never comes from
+ * what is being copied into T (step 2 above), whatever of it is on
+ * disk. */
+static int
+flush_if_pinned (struct merge *m)
+{
+  if (vhd_cache_pinned_over_budget (m->target))
+    return vhd_chain_flush (m->target);
+  return 0;
+}
+
 static int
 copy_data (void *opaque, const void *buf, uint64_t len, uint64_t off)
 {
   struct merge *m = opaque;
-  return vhd_chain_pwrite (m->target, buf, len, off);
+
+  if (vhd_chain_pwrite (m->target, buf, len, off) == -1)
+    return -1;
+  return flush_if_pinned (m);
 }
 
 /* Zeros held above T: nothing to write where T already reads as zeros. */
@@ -460,7 +478,10 @@ static int
 copy_zero (void *opaque, uint64_t len, uint64_t off)
 {
   struct merge *m = opaque;
-  return vhd_chain_zero (m->target, len, off);
+
+  if (vhd_chain_zero (m->target, len, off) == -1)
+    return -1;
+  return flush_if_pinned (m);
 }
 
 /* Steps 2 to 4. */

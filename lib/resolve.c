@@ -18,6 +18,38 @@
  * doing the data I/O, so reads of different blocks, and of the same
  * block, proceed in parallel; only cache misses do I/O under the lock.
  *
+ * Memory.  Entries cost their runs and the top's bitmap (a block split
+ * into many small runs by several layers costs tens of KB), so the cache
+ * has a budget (vhd_open_options.cache_budget) and evicts clean entries
+ * when over it: CLOCK, an approximation of LRU.  Resident entries live in
+ * a small chained hash table per stripe (sized by what is resident, not
+ * by the disk: a pointer per block of a 2040 GiB disk would be 8 MiB),
+ * and on one ring of eviction candidates that a hand walks, under
+ * clock_lock, giving each entry used since the last pass a second chance.
+ *
+ * Eviction never loses data, and a re-filled entry is the same entry:
+ * its runs below the top come from the parents, which are read-only; the
+ * top's BAT entry comes from the in-memory BAT, which is always current;
+ * only the top's bitmap is read back from the file, and it is equal to
+ * the one evicted whenever neither e->dirty (bits not yet written) nor
+ * e->flushing (bits a flush has copied and marked clean but not yet
+ * written, see take_snapshot in write.c) is set.  Entries with either
+ * set are pinned: never evicted.  So the budget can be exceeded by the
+ * blocks written since the last flush (at most a bitmap and a few runs
+ * each), never for long when clients flush.  Nor can a re-fill read a
+ * bitmap while a flush writes it: flushes write bitmaps of pinned, hence
+ * resident, entries only.
+ *
+ * Who may free an entry: eviction runs in vhd_cache_get, whose caller
+ * holds the stripe lock of the block asked for.  Every user of an entry
+ * holds its stripe lock from vhd_cache_get to its last use of the
+ * pointer (readers copy the runs out first), so an entry is freed only
+ * with its stripe lock held: a trylock on other stripes (never waiting
+ * while holding clock_lock, so lock order cannot deadlock; a busy stripe
+ * is passed over), or the stripe our caller already holds, where the
+ * only entry it can be using is the one being returned, which is kept.
+ * Nobody keeps an entry pointer across unlocking its stripe.
+ *
  * Semantics (the VHD spec, as Hyper-V reads it): in a differencing disk
  * a set bitmap bit means "this file holds the sector", a clear bit or an
  * unallocated block means "ask the parent".  In a dynamic disk a clear
@@ -34,16 +66,38 @@
 
 #define N_STRIPES 256
 
+/* Heap bookkeeping that one allocation costs beyond its size (glibc:
+ * 8 to 24 bytes), counted so that many small entries are not
+ * undercounted. */
+#define ALLOC_OVERHEAD 16
+
+struct stripe {
+  pthread_mutex_t lock;
+  struct block_entry **buckets; /* resident entries by blk / N_STRIPES */
+  uint32_t n_buckets;           /* 0 or a power of 2 */
+  uint32_t n;                   /* entries in the table */
+};
+
 struct vhd_cache {
-  struct block_entry **entries;   /* per top block; NULL = not resolved */
-  pthread_mutex_t stripes[N_STRIPES];
+  struct stripe stripes[N_STRIPES];
+  uint64_t budget;              /* bytes */
+  uint64_t used;                /* bytes charged now (atomic) */
+  uint64_t ring_bytes;          /* of those, entries on the ring (atomic) */
+  uint64_t table_bytes;         /* of those, the hash tables (atomic) */
+
+  pthread_mutex_t clock_lock;   /* the ring and the counters below */
+  struct block_entry *hand;     /* NULL when the ring is empty */
+  uint64_t n_ring;
+  uint64_t fills, evictions, peak;  /* reported at close (vhd_debug) */
 };
 
 /* Blocks no layer holds.  Its single run is clipped to the real block
- * length by every user. */
+ * length by every user.  Never in the table: finding a block to be
+ * such costs no I/O (BAT lookups only), so it is simply found again. */
 static struct run zero_run = { 0, UINT32_MAX, -1, 0 };
-static struct block_entry zero_entry = { &zero_run, 1, &zero_run, 1,
-                                         NULL, 0, false };
+static struct block_entry zero_entry = {
+  .below = &zero_run, .n_below = 1, .merged = &zero_run, .n_merged = 1,
+};
 
 static struct vhd_layer *
 top (const struct vhd_chain *c)
@@ -60,7 +114,7 @@ vhd_block_sectors (const struct vhd_chain *c, uint32_t blk)
 }
 
 int
-vhd_cache_init (struct vhd_chain *c)
+vhd_cache_init (struct vhd_chain *c, uint64_t budget)
 {
   struct vhd_cache *cache;
   int i;
@@ -68,15 +122,14 @@ vhd_cache_init (struct vhd_chain *c)
   if (top (c)->flat)
     return 0;
   cache = calloc (1, sizeof *cache);
-  if (cache == NULL ||
-      (cache->entries = calloc (top (c)->n_blocks + 1,
-                                sizeof *cache->entries)) == NULL) {
-    free (cache);
+  if (cache == NULL) {
     vhd_error ("%s: block cache: %m", top (c)->path);
     return -1;
   }
+  cache->budget = budget ? budget : VHD_DEFAULT_CACHE_BUDGET;
   for (i = 0; i < N_STRIPES; i++)
-    pthread_mutex_init (&cache->stripes[i], NULL);
+    pthread_mutex_init (&cache->stripes[i].lock, NULL);
+  pthread_mutex_init (&cache->clock_lock, NULL);
   c->cache = cache;
   return 0;
 }
@@ -96,15 +149,26 @@ void
 vhd_cache_free (struct vhd_chain *c)
 {
   struct vhd_cache *cache = c->cache;
-  uint32_t i;
+  uint32_t i, b;
 
   if (cache == NULL)
     return;
-  for (i = 0; i < top (c)->n_blocks; i++)
-    free_entry (cache->entries[i]);
-  for (i = 0; i < N_STRIPES; i++)
-    pthread_mutex_destroy (&cache->stripes[i]);
-  free (cache->entries);
+  vhd_debug ("%s: block cache: %" PRIu64 " fills, %" PRIu64 " evictions, "
+             "peak %" PRIu64 " bytes, budget %" PRIu64 " bytes",
+             top (c)->path, cache->fills, cache->evictions, cache->peak,
+             cache->budget);
+  for (i = 0; i < N_STRIPES; i++) {
+    struct stripe *st = &cache->stripes[i];
+    for (b = 0; b < st->n_buckets; b++)
+      while (st->buckets[b]) {
+        struct block_entry *e = st->buckets[b];
+        st->buckets[b] = e->hnext;
+        free_entry (e);
+      }
+    free (st->buckets);
+    pthread_mutex_destroy (&st->lock);
+  }
+  pthread_mutex_destroy (&cache->clock_lock);
   free (cache);
   c->cache = NULL;
 }
@@ -112,13 +176,229 @@ vhd_cache_free (struct vhd_chain *c)
 void
 vhd_cache_lock (struct vhd_chain *c, uint32_t blk)
 {
-  pthread_mutex_lock (&c->cache->stripes[blk % N_STRIPES]);
+  pthread_mutex_lock (&c->cache->stripes[blk % N_STRIPES].lock);
 }
 
 void
 vhd_cache_unlock (struct vhd_chain *c, uint32_t blk)
 {
-  pthread_mutex_unlock (&c->cache->stripes[blk % N_STRIPES]);
+  pthread_mutex_unlock (&c->cache->stripes[blk % N_STRIPES].lock);
+}
+
+/* ------------------------------------------------------------ the table */
+
+/* Entries of stripe s are the blocks s, s + N_STRIPES, ...: blk /
+ * N_STRIPES numbers them densely. */
+static struct block_entry **
+bucket (struct stripe *st, uint32_t blk)
+{
+  return &st->buckets[(blk / N_STRIPES) & (st->n_buckets - 1)];
+}
+
+static struct block_entry *
+table_find (struct stripe *st, uint32_t blk)
+{
+  struct block_entry *e;
+
+  if (st->n_buckets == 0)
+    return NULL;
+  for (e = *bucket (st, blk); e; e = e->hnext)
+    if (e->blk == blk)
+      return e;
+  return NULL;
+}
+
+static void
+charge (struct vhd_cache *cache, int64_t delta)
+{
+  __atomic_add_fetch (&cache->used, (uint64_t) delta, __ATOMIC_RELAXED);
+}
+
+/* Grows the table to keep chains short (its bytes are charged too: it
+ * is sized by the peak number of resident entries, which the budget
+ * bounds).  -1 only when there is no table at all. */
+static int
+table_insert (struct vhd_cache *cache, struct stripe *st,
+              struct block_entry *e)
+{
+  if (st->n >= st->n_buckets) {
+    uint32_t nb = st->n_buckets ? st->n_buckets * 2 : 4, i;
+    struct block_entry **b = calloc (nb, sizeof *b);
+
+    if (b == NULL && st->n_buckets == 0)
+      return -1;
+    if (b) {
+      for (i = 0; i < st->n_buckets; i++)
+        while (st->buckets[i]) {
+          struct block_entry *x = st->buckets[i];
+          st->buckets[i] = x->hnext;
+          x->hnext = b[(x->blk / N_STRIPES) & (nb - 1)];
+          b[(x->blk / N_STRIPES) & (nb - 1)] = x;
+        }
+      free (st->buckets);
+      charge (cache, (int64_t) (nb - st->n_buckets) * sizeof *b);
+      __atomic_add_fetch (&cache->table_bytes,
+                          (uint64_t) (nb - st->n_buckets) * sizeof *b,
+                          __ATOMIC_RELAXED);
+      st->buckets = b;
+      st->n_buckets = nb;
+    }
+  }
+  e->hnext = *bucket (st, e->blk);
+  *bucket (st, e->blk) = e;
+  st->n++;
+  return 0;
+}
+
+static void
+table_remove (struct stripe *st, struct block_entry *e)
+{
+  struct block_entry **p = bucket (st, e->blk);
+
+  while (*p != e)
+    p = &(*p)->hnext;
+  *p = e->hnext;
+  st->n--;
+}
+
+/* ------------------------------------------------------------ budget */
+
+/* Shrink a run array built by doubling to its length: the budget
+ * should buy entries, not spare capacity. */
+static void
+fit_runs (struct run **r, uint32_t n)
+{
+  struct run *p = realloc (*r, (n ? n : 1) * sizeof *p);
+  if (p)
+    *r = p;
+}
+
+/* Recharge e for what it holds now (with its stripe lock held). */
+static void
+account (struct vhd_chain *c, struct block_entry *e)
+{
+  uint64_t bytes = sizeof *e + ALLOC_OVERHEAD +
+    (uint64_t) (e->n_below + e->n_merged) * sizeof (struct run) +
+    2 * ALLOC_OVERHEAD +
+    (e->top_bitmap ? layer_bitmap_bytes (top (c)) + ALLOC_OVERHEAD : 0);
+
+  charge (c->cache, (int64_t) (bytes - e->bytes));
+  /* on_ring cannot change while we hold the stripe lock. */
+  if (e->on_ring)
+    __atomic_add_fetch (&c->cache->ring_bytes, bytes - e->bytes,
+                        __ATOMIC_RELAXED);
+  e->bytes = bytes;
+}
+
+/* The ring, under clock_lock; an entry joins behind the hand (it is
+ * looked at last). */
+static void
+ring_add (struct vhd_cache *cache, struct block_entry *e)
+{
+  if (cache->hand == NULL) {
+    e->next = e->prev = e;
+    cache->hand = e;
+  }
+  else {
+    e->next = cache->hand;
+    e->prev = cache->hand->prev;
+    e->prev->next = e;
+    e->next->prev = e;
+  }
+  e->on_ring = true;
+  cache->n_ring++;
+  __atomic_add_fetch (&cache->ring_bytes, e->bytes, __ATOMIC_RELAXED);
+}
+
+static void
+ring_remove (struct vhd_cache *cache, struct block_entry *e)
+{
+  if (e->next == e)
+    cache->hand = NULL;
+  else {
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    if (cache->hand == e)
+      cache->hand = e->next;
+  }
+  e->next = e->prev = NULL;
+  e->on_ring = false;
+  cache->n_ring--;
+  __atomic_sub_fetch (&cache->ring_bytes, e->bytes, __ATOMIC_RELAXED);
+}
+
+/* Evict until within budget, keeping keep (just inserted, about to be
+ * returned; its stripe is the one our caller holds).  Under clock_lock.
+ * Two turns of the hand clear every second chance; entries in busy
+ * stripes are passed over, and pinned ones leave the ring (they come
+ * back through vhd_cache_unpinned), so this ends, and costs O(1)
+ * amortised per entry filled.  If what remains is pinned or busy the
+ * cache stays over budget until a later call. */
+static void
+evict (struct vhd_chain *c, struct block_entry *keep)
+{
+  struct vhd_cache *cache = c->cache;
+  struct stripe *held = &cache->stripes[keep->blk % N_STRIPES];
+  uint64_t steps = 2 * cache->n_ring;
+
+  while (__atomic_load_n (&cache->used, __ATOMIC_RELAXED) > cache->budget &&
+         cache->hand && steps-- > 0) {
+    struct block_entry *x = cache->hand;
+    struct stripe *st = &cache->stripes[x->blk % N_STRIPES];
+
+    cache->hand = x->next;
+    if (x == keep || (st != held && pthread_mutex_trylock (&st->lock) != 0))
+      continue;
+    if (x->dirty || x->flushing)
+      ring_remove (cache, x);
+    else if (x->referenced)
+      x->referenced = false;
+    else {
+      ring_remove (cache, x);
+      table_remove (st, x);
+      charge (cache, -(int64_t) x->bytes);
+      free_entry (x);
+      cache->evictions++;
+    }
+    if (st != held)
+      pthread_mutex_unlock (&st->lock);
+  }
+}
+
+/* Entries off the ring are pinned ones the hand has met (or is about
+ * to: it meets them whenever it must evict).  Only a flush frees them
+ * for eviction; writers that never flush on their own (convert, merge)
+ * ask this to know when to. */
+bool
+vhd_cache_pinned_over_budget (const struct vhd_chain *c)
+{
+  const struct vhd_cache *cache = c->cache;
+  uint64_t used, ring, tables;
+
+  if (cache == NULL)
+    return false;
+  used = __atomic_load_n (&cache->used, __ATOMIC_RELAXED);
+  ring = __atomic_load_n (&cache->ring_bytes, __ATOMIC_RELAXED);
+  tables = __atomic_load_n (&cache->table_bytes, __ATOMIC_RELAXED);
+  return used > ring + tables && used - ring - tables > cache->budget / 2;
+}
+
+uint64_t
+vhd_cache_budget (const struct vhd_chain *c)
+{
+  return c->cache ? c->cache->budget : 0;
+}
+
+void
+vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e)
+{
+  struct vhd_cache *cache = c->cache;
+
+  if (e == &zero_entry || e->dirty || e->flushing || e->on_ring)
+    return;
+  pthread_mutex_lock (&cache->clock_lock);
+  ring_add (cache, e);
+  pthread_mutex_unlock (&cache->clock_lock);
 }
 
 /* ------------------------------------------------------------ run lists */
@@ -412,15 +692,36 @@ fill_entry (struct vhd_chain *c, uint32_t blk, bool materialize)
 struct block_entry *
 vhd_cache_get (struct vhd_chain *c, uint32_t blk, bool materialize)
 {
-  struct block_entry **slot = &c->cache->entries[blk];
+  struct vhd_cache *cache = c->cache;
+  struct stripe *st = &cache->stripes[blk % N_STRIPES];
+  struct block_entry *e = table_find (st, blk);
+  uint64_t used;
 
-  if (*slot == NULL || (materialize && *slot == &zero_entry)) {
-    struct block_entry *e = fill_entry (c, blk, materialize);
-    if (e == NULL)
-      return NULL;
-    *slot = e;
+  if (e) {
+    e->referenced = true;
+    return e;
   }
-  return *slot;
+  e = fill_entry (c, blk, materialize);
+  if (e == NULL || e == &zero_entry)
+    return e;
+  e->blk = blk;
+  if (table_insert (cache, st, e) == -1) {
+    vhd_error ("%s: block cache: %m", top (c)->path);
+    free_entry (e);
+    return NULL;
+  }
+  fit_runs (&e->below, e->n_below);
+  fit_runs (&e->merged, e->n_merged);
+  account (c, e);
+
+  pthread_mutex_lock (&cache->clock_lock);
+  ring_add (cache, e);
+  cache->fills++;
+  used = __atomic_load_n (&cache->used, __ATOMIC_RELAXED);
+  cache->peak = MAX (cache->peak, used);
+  evict (c, e);
+  pthread_mutex_unlock (&cache->clock_lock);
+  return e;
 }
 
 bool
@@ -456,8 +757,14 @@ vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
       bitmap_set (e->top_bitmap, i);
       changed = true;
     }
-  if (changed && merge_top (c, e, vhd_block_sectors (c, blk)) == -1)
+  if (changed && merge_top (c, e, vhd_block_sectors (c, blk)) == -1) {
+    account (c, e);
     return -1;
+  }
+  /* Charged now, evicted (once clean) by a later vhd_cache_get: our
+   * caller holds e. */
+  fit_runs (&e->merged, e->n_merged);
+  account (c, e);
   return changed;
 }
 

@@ -23,6 +23,10 @@
 #define VHD_DEFAULT_BLOCK_SIZE (2u << 20)
 #define VHD_DEFAULT_MAX_DEPTH 256
 #define VHD_MAX_BLOCK_SIZE (256u << 20)
+/* Memory for the per-block resolution cache of an open chain (bytes).
+ * Enough for every block of a 2040 GiB chain to be resolved in turn
+ * without a process growing past some tens of MiB. */
+#define VHD_DEFAULT_CACHE_BUDGET (16u << 20)
 
 enum vhd_type {
   VHD_TYPE_FIXED = 2,
@@ -113,6 +117,11 @@ struct vhd_open_options {
    * a parent is.  NULL: the plugin's parent= and parent-dir= options. */
   const char *missing_parent_hint;
   enum vhd_disk_size disk_size; /* size rule of every layer (above) */
+  /* Bytes the chain's cache of resolved blocks may use; 0 means
+   * VHD_DEFAULT_CACHE_BUDGET.  Blocks with writes not yet flushed stay
+   * cached whatever it costs (see resolve.c), so it may be exceeded
+   * until the next flush. */
+  uint64_t cache_budget;
 };
 
 /* ------------------------------------------------------------ layers */
@@ -263,6 +272,7 @@ int vhd_convert (struct vhd_chain *src, const char *output,
 struct vhd_merge_params {
   const char *into;             /* ancestor to merge into; NULL = parent */
   bool confine_parents;         /* as in struct vhd_open_options */
+  uint64_t cache_budget;        /* as in struct vhd_open_options */
   vhd_progress_fn progress;
   vhd_step_fn step;
   void *opaque;

@@ -410,10 +410,13 @@ struct snapshot {
   size_t n;
 };
 
-/* Put blocks back to dirty after a failed flush (their entries were
- * marked clean when their bitmaps were copied). */
+/* The end of a flush, done or failed: the blocks of the snapshot are
+ * unpinned (their bitmaps are in the file now, or they are dirty
+ * again); after a failure they are put back to dirty.  Their entries
+ * are the ones take_snapshot saw: flushing kept them from being
+ * evicted (see there). */
 static void
-restore_dirty (struct vhd_chain *c, struct snapshot *s)
+end_flush (struct vhd_chain *c, struct snapshot *s, bool failed)
 {
   size_t i;
 
@@ -423,8 +426,12 @@ restore_dirty (struct vhd_chain *c, struct snapshot *s)
 
     vhd_cache_lock (c, blk);
     e = vhd_cache_get (c, blk, false);
-    if (e)
-      mark_block_dirty (c, e, blk);
+    if (e) {
+      e->flushing = false;
+      if (failed)
+        mark_block_dirty (c, e, blk);
+      vhd_cache_unpinned (c, e);
+    }
     vhd_cache_unlock (c, blk);
   }
 }
@@ -486,7 +493,14 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
     memcpy (s->bitmaps + i * bytes, e->top_bitmap, bytes);
     s->blocks[i] = (struct dirty_block) { blk, e->top_data_off,
                                           s->bitmaps + i * bytes };
+    /* Clean from now on: a write that sets bits after this copy lists
+     * the block again for the next flush.  But the file still holds the
+     * old bitmap until the commit: were the entry evicted and re-filled
+     * from the file meanwhile, reads would lose the sectors written
+     * since the last flush, and a failed flush could not put the bits
+     * back.  flushing pins it until end_flush. */
     e->dirty = false;
+    e->flushing = true;
     s->n = i + 1;
     vhd_cache_unlock (c, blk);
   }
@@ -508,8 +522,7 @@ vhd_chain_flush (struct vhd_chain *c)
   if ((t->flat || take_snapshot (c, &s) == 0) &&
       t->ops->commit (t, s.blocks, s.n) == 0)
     r = 0;
-  if (r == -1)
-    restore_dirty (c, &s);
+  end_flush (c, &s, r == -1);
   pthread_mutex_unlock (&w->flush_lock);
   free (s.blocks);
   free (s.bitmaps);

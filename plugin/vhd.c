@@ -137,6 +137,16 @@ vhd_config (const char *key, const char *value)
       return -1;
     }
   }
+  else if (strcmp (key, "cache-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (r == 0) {
+      nbdkit_error ("cache-size must be at least 1");
+      return -1;
+    }
+    options.cache_budget = r;
+  }
   else if (strcmp (key, "max-depth") == 0) {
     if (nbdkit_parse_unsigned ("max-depth", value, &options.max_depth) == -1)
       return -1;
@@ -172,7 +182,8 @@ vhd_config_complete (void)
   "                       directories and parent= files (untrusted images).\n" \
   "max-depth=<N>          Refuse chains deeper than N layers (default 256).\n" \
   "disk-size=auto|geometry|current  Size from the creator's rule (auto), the\n" \
-  "                       CHS geometry or the footer's current size."
+  "                       CHS geometry or the footer's current size.\n" \
+  "cache-size=<SIZE>      Memory for resolved blocks (default 16M)."
 
 /* Open the chain now: errors reach the user's terminal, and relative
  * paths (ours and those in parent locators) are resolved before nbdkit

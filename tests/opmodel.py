@@ -29,7 +29,9 @@ disk's end, single bytes of the last partial sector):
   nbdkit-overlay-filter(1) promises)
   batch      (--aio) many requests in flight at once on byte ranges that
              do not overlap (often adjacent sub-sector pieces of the
-             same sectors), each checked as above
+             same sectors), each checked as above; with --batch-flush
+             some of them are flushes, racing the writes and reads
+             (--flush-weight: how often plain flushes come, default 2)
 
 Trim: NBD lets trimmed bytes read as anything until rewritten; the
 implementations tested here either keep the data (vhd plugin) or zero
@@ -71,6 +73,8 @@ ap.add_argument("--verify-every", type=int, default=250)
 ap.add_argument("--second", choices=["none", "shared", "private"],
                 default="none")
 ap.add_argument("--aio", action="store_true")
+ap.add_argument("--batch-flush", action="store_true")
+ap.add_argument("--flush-weight", type=int, default=2)
 ap.add_argument("--enospc", action="store_true")
 ap.add_argument("--final")
 ap.add_argument("--name", default="")
@@ -463,8 +467,11 @@ def do_batch():
             items.append((off, n))
     ops = []
     for off, n in items:
-        kind = rng.choices("wzrt", [4, 2, 3, 1 if can_trim else 0])[0]
-        if kind == "w":
+        kind = rng.choices("wzrtf", [4, 2, 3, 1 if can_trim else 0,
+                                     1 if a.batch_flush else 0])[0]
+        if kind == "f":
+            ops.append((kind, off, n, None, h.aio_flush(), "aio_flush"))
+        elif kind == "w":
             data = rng.randbytes(n)
             buf = nbd.Buffer.from_bytearray(bytearray(data))
             desc = "aio_pwrite(%d bytes, %d)" % (n, off)
@@ -515,7 +522,7 @@ if a.second == "private":
 
 kinds = ["write", "zero", "trim", "read", "extents", "flush", "zerosize",
          "read2", "batch"]
-weights = [28, 18, 12 if can_trim else 0, 22, 10, 2, 1,
+weights = [28, 18, 12 if can_trim else 0, 22, 10, a.flush_weight, 1,
            6 if h2 else 0, 4 if a.aio else 0]
 since_verify = 0
 while n_op < a.ops:

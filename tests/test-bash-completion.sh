@@ -73,8 +73,12 @@ offers "set-parent FILE <TAB>: PARENT, a VHD file" "B.VHD a.vhd c.avhd sub" \
 offers "create FILE <TAB>: SIZE, nothing offered" "" vhdtool create a.vhd ""
 offers "create --block-size <TAB>: nothing offered" "" \
   vhdtool create --block-size ""
-offers "map --c<TAB> gives --confine-parents" "--confine-parents" \
-  vhdtool map --c
+offers "map --c<TAB> gives --cache-size --confine-parents" \
+  "--cache-size --confine-parents" vhdtool map --c
+offers "map --cache-size <TAB>: a size, nothing offered" "" \
+  vhdtool map --cache-size ""
+offers "merge --cache-size 4M <TAB>: FILE" "B.VHD a.vhd c.avhd sub" \
+  vhdtool merge --cache-size 4M ""
 
 # Every command's long options, against its own --help.
 for cmd in create info check map merge convert set-parent; do

@@ -13,7 +13,8 @@ convert_help (void)
 {
   printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
           "                       [--parent-dir DIR]... [--confine-parents]\n"
-          "                       [--disk-size=RULE] FILE OUTPUT\n"
+          "                       [--disk-size=RULE] [--cache-size SIZE]\n"
+          "                       FILE OUTPUT\n"
           "\n"
           "Write what FILE's chain shows into a new standalone disk OUTPUT.\n"
           "The source files are only read; an existing OUTPUT is never\n"
@@ -23,6 +24,7 @@ convert_help (void)
           "  -p, --progress        show a progress bar (on a terminal)\n"
           PARENT_OPTIONS_HELP
           DISK_SIZE_HELP
+          CACHE_SIZE_HELP
           "OUTPUT has the size FILE's chain is served at (see --disk-size).\n");
 }
 
@@ -34,6 +36,7 @@ cmd_convert (int argc, char **argv)
     { "progress", no_argument, NULL, 'p' },
     PARENT_LONG_OPTIONS,
     DISK_SIZE_LONG_OPTION,
+    CACHE_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -69,6 +72,12 @@ cmd_convert (int argc, char **argv)
       break;
     case OPT_DISK_SIZE:
       if (disk_size_option (&o, optarg) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
+      break;
+    case OPT_CACHE_SIZE:
+      if (cache_size_option ("convert", optarg, &o.cache_budget) == -1) {
         r = EXIT_USAGE;
         goto out;
       }

@@ -13,7 +13,8 @@ static void
 map_help (void)
 {
   printf ("Usage: vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]...\n"
-          "                   [--confine-parents] [--disk-size=RULE] FILE\n"
+          "                   [--confine-parents] [--disk-size=RULE]\n"
+          "                   [--cache-size SIZE] FILE\n"
           "\n"
           "Show which file of FILE's chain supplies each byte range of the\n"
           "disk, and which ranges no file holds (they read as zeros).\n"
@@ -21,7 +22,8 @@ map_help (void)
           "\n"
           "  --json                machine-readable output\n"
           PARENT_OPTIONS_HELP
-          DISK_SIZE_HELP);
+          DISK_SIZE_HELP
+          CACHE_SIZE_HELP);
 }
 
 struct mapper {
@@ -66,6 +68,7 @@ cmd_map (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     PARENT_LONG_OPTIONS,
     DISK_SIZE_LONG_OPTION,
+    CACHE_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -86,6 +89,12 @@ cmd_map (int argc, char **argv)
       break;
     case OPT_DISK_SIZE:
       if (disk_size_option (&o, optarg) == -1) {
+        r = EXIT_USAGE;
+        goto out;
+      }
+      break;
+    case OPT_CACHE_SIZE:
+      if (cache_size_option ("map", optarg, &o.cache_budget) == -1) {
         r = EXIT_USAGE;
         goto out;
       }

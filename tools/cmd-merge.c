@@ -11,7 +11,8 @@
 static void
 merge_help (void)
 {
-  printf ("Usage: vhdtool merge [--into ANCESTOR] [--confine-parents] [-p] FILE\n"
+  printf ("Usage: vhdtool merge [--into ANCESTOR] [--confine-parents]\n"
+          "                     [--cache-size SIZE] [-p] FILE\n"
           "\n"
           "Merge the differencing disk FILE into its parent, or with --into\n"
           "FILE and every disk between it and ANCESTOR into ANCESTOR, which\n"
@@ -23,6 +24,7 @@ merge_help (void)
           "  --confine-parents refuse parents outside FILE's directory (and\n"
           "                    its subdirectories): never open, rewrite or\n"
           "                    remove a file a locator names elsewhere\n"
+          "  --cache-size SIZE memory for resolved blocks (default 16M)\n"
           "  -p, --progress    show a progress bar (on a terminal)\n");
 }
 
@@ -33,6 +35,7 @@ cmd_merge (int argc, char **argv)
     { "into", required_argument, NULL, 'i' },
     { "progress", no_argument, NULL, 'p' },
     { "confine-parents", no_argument, NULL, OPT_CONFINE_PARENTS },
+    CACHE_SIZE_LONG_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -46,6 +49,10 @@ cmd_merge (int argc, char **argv)
     case 'i': p.into = optarg; break;
     case 'p': want_progress = true; break;
     case OPT_CONFINE_PARENTS: p.confine_parents = true; break;
+    case OPT_CACHE_SIZE:
+      if (cache_size_option ("merge", optarg, &p.cache_budget) == -1)
+        return EXIT_USAGE;
+      break;
     case 'h':
       merge_help ();
       return EXIT_OK;

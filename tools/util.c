@@ -164,6 +164,17 @@ disk_size_option (struct vhd_open_options *o, const char *arg)
   return 0;
 }
 
+int
+cache_size_option (const char *cmd, const char *arg, uint64_t *out)
+{
+  if (parse_size (arg, out) == -1 || *out == 0) {
+    usage_error ("%s: bad --cache-size '%s' (a size like 4M, at least 1)",
+                 cmd, arg);
+    return -1;
+  }
+  return 0;
+}
+
 void
 parent_options_free (struct vhd_open_options *o)
 {

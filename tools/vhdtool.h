@@ -69,6 +69,16 @@ int disk_size_option (struct vhd_open_options *o, const char *arg);
 int parent_option (struct vhd_open_options *o, int ch, const char *arg);
 void parent_options_free (struct vhd_open_options *o);
 
+/* util.c: --cache-size SIZE, the memory for resolved blocks of the
+ * commands that read a whole chain (map, convert, merge): the library's
+ * cache_budget.  Returns -1 (after a usage message) on a bad SIZE. */
+enum { OPT_CACHE_SIZE = 0x200 };
+#define CACHE_SIZE_LONG_OPTION \
+  { "cache-size", required_argument, NULL, OPT_CACHE_SIZE }
+#define CACHE_SIZE_HELP \
+  "  --cache-size SIZE     memory for resolved blocks (default 16M)\n"
+int cache_size_option (const char *cmd, const char *arg, uint64_t *out);
+
 /* progress.c: -p */
 struct progress {
   bool enabled;                 /* -p given and stderr is a terminal */
