@@ -51,6 +51,7 @@
 #include <nbdkit-filter.h>
 
 #include "store.h"
+#include "util.h"
 
 #define SECTOR 512
 
@@ -99,20 +100,7 @@ struct store {
   pthread_mutex_t stripes[N_STRIPES];
 };
 
-static bool
-get_bit (const uint8_t *bm, uint32_t i)
-{
-  return bm[i >> 3] & (0x80 >> (i & 7));
-}
-
-static void
-put_bit (uint8_t *bm, uint32_t i, bool v)
-{
-  if (v)
-    bm[i >> 3] |= 0x80 >> (i & 7);
-  else
-    bm[i >> 3] &= ~(0x80 >> (i & 7));
-}
+/* The maps use lib's MSB-first bitmap helpers (util.h). */
 
 static uint8_t *
 held_bits (struct block *b)
@@ -300,7 +288,7 @@ get_block (struct store *s, uint64_t i)
     return NULL;
   if (*slot == ZERO_BLOCK)
     for (k = 0, n = block_sectors (s, i); k < n; k++)
-      put_bit (held_bits (b), k, true);
+      bitmap_set (held_bits (b), k);
   *slot = b;
   return b;
 }
@@ -327,9 +315,9 @@ sector_src (struct store *s, struct block *b, uint32_t k)
     return SRC_BELOW;
   if (b == ZERO_BLOCK)
     return SRC_ZERO;
-  if (!get_bit (held_bits (b), k))
+  if (!bitmap_get (held_bits (b), k))
     return SRC_BELOW;
-  return get_bit (data_bits (s, b), k) ? SRC_DATA : SRC_ZERO;
+  return bitmap_get (data_bits (s, b), k) ? SRC_DATA : SRC_ZERO;
 }
 
 /* ------------------------------------------------------------ planning */
@@ -355,14 +343,8 @@ plan_add (struct plan *p, uint64_t off, uint64_t len, enum store_src src)
     last->len += len;
     return 0;
   }
-  if (p->n == p->cap) {
-    size_t cap = p->cap ? p->cap * 2 : 16;
-    struct run *r = realloc (p->r, cap * sizeof *r);
-    if (r == NULL)
-      return -1;
-    p->r = r;
-    p->cap = cap;
-  }
+  if (ARRAY_RESERVE (p->r, p->cap, p->n + 1) == -1)
+    return -1;
   p->r[p->n++] = (struct run) { off, len, src };
   return 0;
 }
@@ -405,40 +387,11 @@ make_plan (struct store *s, uint64_t offset, uint64_t count, struct plan *p)
   return 0;
 }
 
-static int
-full_pread (int fd, char *buf, uint64_t count, uint64_t offset)
-{
-  while (count > 0) {
-    ssize_t r = pread (fd, buf, count, offset);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r == 0)
-        errno = EIO;
-      return -1;
-    }
-    buf += r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
-}
-
-static int
-full_pwrite (int fd, const char *buf, uint64_t count, uint64_t offset)
-{
-  while (count > 0) {
-    ssize_t r = pwrite (fd, buf, count, offset);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    buf += r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
-}
+/* The overlay file is read and written with lib's full_pread and
+ * full_pwrite (util.h).  Their end-of-file rule (EIO) is right here:
+ * only sectors whose data bit is set are read from the file, and their
+ * data was written first, so the file always reaches past them (zeroed
+ * and trimmed sectors are never read from it, punched or not). */
 
 /* Serve a plan into buf (which starts at disk offset base). */
 static int
@@ -629,9 +582,9 @@ mark_sectors (struct store *s, uint64_t s0, uint64_t s1, bool data)
         sec += 8;
         continue;
       }
-      delta += (int64_t) data - (int64_t) get_bit (data_bits (s, b), k);
-      put_bit (held_bits (b), k, true);
-      put_bit (data_bits (s, b), k, data);
+      delta += (int64_t) data - (int64_t) bitmap_get (data_bits (s, b), k);
+      bitmap_set (held_bits (b), k);
+      bitmap_put (data_bits (s, b), k, data);
       sec++;
     }
   }

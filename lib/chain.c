@@ -23,13 +23,10 @@
 static int
 add_layer (struct vhd_chain *c, struct vhd_layer *f)
 {
-  struct vhd_layer **p = realloc (c->layers, (c->depth + 1) * sizeof *p);
-
-  if (p == NULL) {
+  if (ARRAY_RESERVE (c->layers, c->layers_cap, c->depth + 1) == -1) {
     vhd_error ("%s: %m", f->path);
     return -1;
   }
-  c->layers = p;
   c->layers[c->depth++] = f;
   return 0;
 }

@@ -45,14 +45,8 @@ add_range (void *opaque, uint64_t off, uint64_t len, int layer)
     rs->r[rs->n - 1].len += len;
     return 0;
   }
-  if (rs->n == rs->cap) {
-    size_t cap = rs->cap ? rs->cap * 2 : 64;
-    struct range *r = realloc (rs->r, cap * sizeof *r);
-    if (r == NULL)
-      return -1;
-    rs->r = r;
-    rs->cap = cap;
-  }
+  if (ARRAY_RESERVE (rs->r, rs->cap, rs->n + 1) == -1)
+    return -1;
   rs->r[rs->n++] = (struct range) { off, len };
   return 0;
 }

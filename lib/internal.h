@@ -12,12 +12,14 @@
 #include "vhd.h"
 #include "layer.h"
 #include "quirks.h"
+#include "util.h"
 
 struct vhd_cache;
 
 struct vhd_chain {
   unsigned depth;               /* number of layers */
   struct vhd_layer **layers;    /* layers[0] is the top (the named file) */
+  size_t layers_cap;            /* allocated (chain.c add_layer) */
   uint64_t size;
   uint32_t sector;              /* logical sector size, every layer's */
   bool writable;
@@ -45,17 +47,8 @@ static inline void put_be32 (uint8_t *p, uint32_t v)
 static inline void put_be64 (uint8_t *p, uint64_t v)
 { put_be32 (p, v >> 32); put_be32 (p + 4, (uint32_t) v); }
 
-/* Whole-buffer pread/pwrite: retry on EINTR and short transfers.  A
- * short read at end of file is an error (EIO): callers only read
- * what validation proved to be inside the file. */
-int full_pread (int fd, void *buf, size_t count, uint64_t offset);
-int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
-
-/* MSB-first sector bitmaps. */
-static inline bool bitmap_get (const uint8_t *bm, uint32_t i)
-{ return bm[i >> 3] & (0x80 >> (i & 7)); }
-static inline void bitmap_set (uint8_t *bm, uint32_t i)
-{ bm[i >> 3] |= (0x80 >> (i & 7)); }
+/* full_pread/full_pwrite, growable arrays, overlaps() and the
+ * MSB-first bitmap helpers are in util.h (shared beyond lib/). */
 
 /* resolve.c: per-block resolution of the chain, cached.
  *
@@ -127,6 +120,11 @@ bool vhd_report (const struct vhd_open_options *opts, enum vhd_severity sev,
                  const char *file, const char *structure, const char *suffix,
                  const char *fs, ...)
   __attribute__ ((format (printf, 6, 7)));
+/* problem.c: a vhd_problem_fn that drops every problem: opening with it
+ * is check mode (carry on past damage) without a report, for callers
+ * that only need to know what a chain leads to. */
+void vhd_ignore_problem (void *opaque, const char *file,
+                         const char *structure, const char *what);
 
 /* locator.c: the places confine_parents lets parents come from, for
  * one chain: the directory of the top file (top_dir: its real path;
@@ -191,7 +189,7 @@ struct journal_entry {
 struct merge_journal {
   struct journal_entry file, target;
   struct journal_entry *remove;         /* intermediate layers */
-  size_t n_remove;
+  size_t n_remove, remove_cap;
 };
 char *vhd_journal_path (const char *file);
 /* -1 with errno ENOENT (and no message) when there is none. */

@@ -190,10 +190,9 @@ vhd_journal_read (const char *jpath, struct merge_journal *j)
         goto bad;
     }
     else {
-      e = realloc (j->remove, (j->n_remove + 1) * sizeof *e);
-      if (e == NULL)
+      if (ARRAY_RESERVE (j->remove, j->remove_cap, j->n_remove + 1) == -1)
         goto bad;
-      j->remove = e;
+      e = j->remove;
       memset (&e[j->n_remove], 0, sizeof *e);
       if (parse_entry (line, "remove", &e[j->n_remove++]) == -1)
         goto bad;

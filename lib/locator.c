@@ -59,14 +59,13 @@ struct candidate {
 
 struct candidates {
   struct candidate *v;
-  size_t n;
+  size_t n, cap;
 };
 
 /* Takes both strings; a path already listed keeps its first origin. */
 static void
 add_candidate (struct candidates *c, char *path, char *from)
 {
-  struct candidate *p;
   size_t i;
 
   if (path == NULL || from == NULL)
@@ -74,10 +73,8 @@ add_candidate (struct candidates *c, char *path, char *from)
   for (i = 0; i < c->n; i++)
     if (strcmp (c->v[i].path, path) == 0)
       goto drop;
-  p = realloc (c->v, (c->n + 1) * sizeof *p);
-  if (p == NULL)
+  if (ARRAY_RESERVE (c->v, c->cap, c->n + 1) == -1)
     goto drop;
-  c->v = p;
   c->v[c->n].path = path;
   c->v[c->n++].from = from;
   return;
@@ -297,7 +294,7 @@ collect_candidates (struct vhd_layer *child,
                     const struct vhd_open_options *opts,
                     const char *child_dir, struct candidates *c)
 {
-  struct candidates names = { NULL, 0 }, located = { NULL, 0 };
+  struct candidates names = { NULL, 0, 0 }, located = { NULL, 0, 0 };
   struct hints h = { &located, &names, child_dir };
   size_t i, k;
 
@@ -338,7 +335,7 @@ struct place {
 
 struct vhd_confine {
   struct place *v;
-  size_t n;
+  size_t n, cap;
 };
 
 /* path made absolute (against the working directory) with ".", ".."
@@ -405,16 +402,12 @@ is_inside (const char *dir, const char *path)
 static int
 add_place (struct vhd_confine *cf, char *path, bool dir, bool real)
 {
-  struct place *p;
-
   if (path == NULL)
     return 0;
-  p = realloc (cf->v, (cf->n + 1) * sizeof *p);
-  if (p == NULL) {
+  if (ARRAY_RESERVE (cf->v, cf->cap, cf->n + 1) == -1) {
     free (path);
     return -1;
   }
-  cf->v = p;
   cf->v[cf->n++] = (struct place) { path, dir, real };
   return 0;
 }
@@ -567,7 +560,7 @@ vhd_find_parent (struct vhd_layer *child,
                  const struct vhd_confine *cf,
                  struct vhd_layer **parent)
 {
-  struct candidates c = { NULL, 0 };
+  struct candidates c = { NULL, 0, 0 };
   struct vhd_layer *mismatch = NULL;
   char *dir_copy = strdup (child->path);
   char tried[2048] = "", refused[1024] = "", refused_note[1100] = "";

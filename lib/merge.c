@@ -69,12 +69,6 @@ struct merge {
 };
 
 static void
-ignore_problem (void *opaque, const char *file, const char *structure,
-                const char *what)
-{
-}
-
-static void
 step (const struct merge *m, const char *name)
 {
   if (m->p->step)
@@ -94,7 +88,7 @@ static int
 remove_if_same (const struct journal_entry *e)
 {
   struct vhd_open_options quiet = { .readonly = true, .no_parents = true,
-                                    .problem = ignore_problem };
+                                    .problem = vhd_ignore_problem };
   struct vhd_layer *f;
   bool same;
 
@@ -256,7 +250,7 @@ find_other_children (const struct merge *m, const char *dir, char *found,
 {
   const struct vhd_layer *t = m->view->layers[m->k];
   struct vhd_open_options quiet = { .readonly = true, .no_parents = true,
-                                    .problem = ignore_problem };
+                                    .problem = vhd_ignore_problem };
   DIR *d = opendir (dir);
   struct dirent *e;
 
@@ -405,6 +399,7 @@ record (struct merge *m)
   set_entry (&m->j.target, c->layers[m->k]);
   m->j.n_remove = m->k - 1;
   m->j.remove = calloc (m->k, sizeof *m->j.remove);
+  m->j.remove_cap = m->j.remove ? m->k : 0;
   if (m->j.remove == NULL || !m->j.file.path || !m->j.target.path)
     goto nomem;
   for (i = 1; i < m->k; i++) {
@@ -533,10 +528,9 @@ add_current_intermediates (struct merge *m)
       listed |= entry_is (&m->j.remove[n], f);
     if (listed)
       continue;
-    e = realloc (m->j.remove, (m->j.n_remove + 1) * sizeof *e);
-    if (e == NULL)
+    if (ARRAY_RESERVE (m->j.remove, m->j.remove_cap, m->j.n_remove + 1) == -1)
       return -1;
-    m->j.remove = e;
+    e = m->j.remove;
     set_entry (&e[m->j.n_remove], f);
     if (e[m->j.n_remove++].path == NULL)
       return -1;

@@ -49,3 +49,9 @@ vhd_report (const struct vhd_open_options *opts, enum vhd_severity sev,
   errno = saved_errno;
   return false;
 }
+
+void
+vhd_ignore_problem (void *opaque, const char *file, const char *structure,
+                    const char *what)
+{
+}

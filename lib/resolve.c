@@ -405,7 +405,8 @@ vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e)
 
 struct runlist {
   struct run *r;
-  uint32_t n, cap;
+  uint32_t n;
+  size_t cap;
 };
 
 /* Append, merging with the previous run when contiguous in the same
@@ -424,14 +425,8 @@ emit (struct runlist *l, uint32_t sector, uint32_t rel, uint32_t n,
     last->n += n;
     return 0;
   }
-  if (l->n == l->cap) {
-    uint32_t cap = l->cap ? l->cap * 2 : 4;
-    struct run *r = realloc (l->r, cap * sizeof *r);
-    if (r == NULL)
-      return -1;
-    l->r = r;
-    l->cap = cap;
-  }
+  if (ARRAY_RESERVE (l->r, l->cap, l->n + 1) == -1)
+    return -1;
   l->r[l->n++] = (struct run) { rel, n, layer, file_off };
   return 0;
 }

@@ -13,12 +13,6 @@
 
 #include "internal.h"
 
-static void
-ignore_problem (void *opaque, const char *file, const char *structure,
-                const char *what)
-{
-}
-
 /* Would PARENT's own chain lead back to child?  Its chain is walked in
  * check mode, quietly: a parent whose own parents are missing can still
  * be set (chains are often repaired one link at a time). */
@@ -26,7 +20,7 @@ static bool
 makes_loop (const struct vhd_layer *child, const char *parent)
 {
   struct vhd_open_options o = {
-    .readonly = true, .no_lock = true, .problem = ignore_problem,
+    .readonly = true, .no_lock = true, .problem = vhd_ignore_problem,
   };
   struct vhd_chain *c;
   bool loop = false;

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-vhd: small helpers of the core: whole-buffer I/O and names. */
+/* nbdkit-vhd: small helpers: whole-buffer I/O, growable arrays (see
+ * util.h, shared beyond lib/) and names. */
 #include <config.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -68,5 +72,39 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
     count -= r;
     offset += r;
   }
+  return 0;
+}
+
+/* The smallest capacity given: the runlists of the block cache
+ * (resolve.c) are kept as built, most of one or two runs, so a larger
+ * floor would cost memory per cached block. */
+#define ARRAY_MIN_CAP 4
+
+int
+array_reserve (void *array_ptr, size_t *cap, size_t n, size_t elem_size)
+{
+  void *old, *p;
+  size_t new_cap;
+
+  if (n <= *cap)
+    return 0;
+  new_cap = *cap <= SIZE_MAX / 2 ? *cap * 2 : SIZE_MAX;
+  if (new_cap < n)
+    new_cap = n;
+  if (new_cap < ARRAY_MIN_CAP)
+    new_cap = ARRAY_MIN_CAP;
+  if (elem_size && new_cap > SIZE_MAX / elem_size) {
+    errno = ENOMEM;
+    return -1;
+  }
+  /* array_ptr points to a T * of the caller's; object pointers share
+   * one representation on every platform this builds on (POSIX), and
+   * memcpy keeps clear of aliasing rules. */
+  memcpy (&old, array_ptr, sizeof old);
+  p = realloc (old, new_cap * elem_size);
+  if (p == NULL)
+    return -1;
+  memcpy (array_ptr, &p, sizeof p);
+  *cap = new_cap;
   return 0;
 }

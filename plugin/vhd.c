@@ -20,6 +20,7 @@
 #include <nbdkit-plugin.h>
 
 #include "vhd.h"
+#include "util.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -28,9 +29,9 @@ NBDKIT_DLL_PUBLIC int vhd_debug_verbose = 0;
 
 static const char *filename;
 static const char **parent_files;
-static size_t n_parent_files;
+static size_t n_parent_files, parent_files_cap;
 static const char **parent_dirs;
-static size_t n_parent_dirs;
+static size_t n_parent_dirs, parent_dirs_cap;
 static struct vhd_open_options options;
 
 /* The chain, opened read-only by get_ready and made writable by the
@@ -88,15 +89,13 @@ vhd_unload (void)
 }
 
 static int
-append (const char ***list, size_t *n, const char *value)
+append (const char ***list, size_t *n, size_t *cap, const char *value)
 {
-  const char **p = realloc (*list, (*n + 1) * sizeof *p);
-  if (p == NULL) {
+  if (ARRAY_RESERVE (*list, *cap, *n + 1) == -1) {
     nbdkit_error ("realloc: %m");
     return -1;
   }
-  *list = p;
-  p[(*n)++] = value;
+  (*list)[(*n)++] = value;
   return 0;
 }
 
@@ -121,9 +120,9 @@ vhd_config (const char *key, const char *value)
     filename = value;
   }
   else if (strcmp (key, "parent") == 0)
-    return append (&parent_files, &n_parent_files, value);
+    return append (&parent_files, &n_parent_files, &parent_files_cap, value);
   else if (strcmp (key, "parent-dir") == 0)
-    return append (&parent_dirs, &n_parent_dirs, value);
+    return append (&parent_dirs, &n_parent_dirs, &parent_dirs_cap, value);
   else if (strcmp (key, "ignore-checksums") == 0)
     return parse_bool_option (key, value, &options.ignore_checksums);
   else if (strcmp (key, "ignore-id-mismatch") == 0)

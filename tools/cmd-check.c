@@ -41,7 +41,7 @@ struct problem {
 
 struct report {
   struct problem *p;
-  size_t n;
+  size_t n, cap;
   bool nomem;
 };
 
@@ -50,13 +50,13 @@ collect (void *opaque, const char *file, const char *structure,
          const char *what)
 {
   struct report *r = opaque;
-  struct problem *p = realloc (r->p, (r->n + 1) * sizeof *p);
+  struct problem *p;
 
-  if (p == NULL) {
+  if (ARRAY_RESERVE (r->p, r->cap, r->n + 1) == -1) {
     r->nomem = true;
     return;
   }
-  r->p = p;
+  p = r->p;
   p[r->n].file = strdup (file);
   p[r->n].structure = strdup (structure);
   p[r->n].what = strdup (what);
@@ -149,7 +149,7 @@ cmd_check (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct report r = { NULL, 0, false };
+  struct report r = { NULL, 0, 0, false };
   struct vhd_open_options o = {
     .readonly = true, .no_lock = true, .problem = collect, .problem_opaque = &r,
     .missing_parent_hint = PARENT_OPTIONS_HINT,

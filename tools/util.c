@@ -126,13 +126,16 @@ test_step (void *opaque, const char *step)
 }
 
 /* Appends v to a candidate list of the library's open options (declared
- * const there: the library only reads it). */
+ * const there: the library only reads it).  The public struct keeps no
+ * capacity, so the list is taken as full (cap = n) and grows on every
+ * append, as it always did: a command line names a handful. */
 static int
 append (const char *const **list, size_t *n, const char *v)
 {
-  const char **p = realloc ((void *) *list, (*n + 1) * sizeof *p);
+  const char **p = (const char **) *list;
+  size_t cap = *n;
 
-  if (p == NULL) {
+  if (ARRAY_RESERVE (p, cap, *n + 1) == -1) {
     fprintf (stderr, "%s: %s\n", progname, strerror (errno));
     return -1;
   }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "vhd.h"
+#include "util.h"
 
 /* Exit codes. */
 #define EXIT_OK 0

@@ -190,13 +190,6 @@ check_footer_fields (struct vhd_file *f, const struct vhd_open_options *opts)
   return -1;
 }
 
-/* [start, end) intersects [s2, e2)? */
-static bool
-overlaps (uint64_t start, uint64_t end, uint64_t s2, uint64_t e2)
-{
-  return start < e2 && s2 < end;
-}
-
 static int
 read_header (struct vhd_file *f, const struct vhd_open_options *opts)
 {
@@ -702,15 +695,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
       if (start + f->bitmap_bytes + f->l.block_size > data_limit)
         vhd_quirk_met (f->l.path, &f->quirks, VHD_QUIRK_PARTIAL_LAST_BLOCK,
                        "BAT entry %u", i);
-      if (n_alloc == sorted_cap) {
-        size_t cap = sorted_cap ? 2 * sorted_cap : 1024;
-        uint32_t *p = realloc (sorted, cap * sizeof *sorted);
-        if (p == NULL) {
-          vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
-          goto err;
-        }
-        sorted = p;
-        sorted_cap = cap;
+      if (ARRAY_RESERVE (sorted, sorted_cap, n_alloc + 1) == -1) {
+        vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
+        goto err;
       }
       sorted[n_alloc++] = entry;
     }

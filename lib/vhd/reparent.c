@@ -76,12 +76,6 @@ writable_kind (uint32_t code)
          code == VHD_LOC_MACX;
 }
 
-static bool
-overlaps (uint64_t s, uint64_t e, uint64_t s2, uint64_t e2)
-{
-  return s < e2 && s2 < e;
-}
-
 /* Is slot i's reserved area its own (sound, shared with nothing)? */
 static bool
 area_is_own (const struct vhd_file *f, int i)
