@@ -397,8 +397,9 @@ record (struct merge *m)
   }
   set_entry (&m->j.file, c->layers[0]);
   set_entry (&m->j.target, c->layers[m->k]);
-  m->j.n_remove = m->k - 1;
   m->j.remove = calloc (m->k, sizeof *m->j.remove);
+  /* Counted only once the array exists: vhd_journal_free walks it. */
+  m->j.n_remove = m->j.remove ? m->k - 1 : 0;
   m->j.remove_cap = m->j.remove ? m->k : 0;
   if (m->j.remove == NULL || !m->j.file.path || !m->j.target.path)
     goto nomem;
