@@ -83,6 +83,15 @@ struct block_entry {
   struct block_entry *next, *prev;  /* CLOCK ring */
 };
 
+/* Cut [offset, offset+count) at the top's block boundaries and call fn
+ * for each piece (done: bytes of the range before it), in order; stops
+ * at the first -1. */
+typedef int (*vhd_piece_fn) (struct vhd_chain *c, uint32_t blk,
+                             uint64_t done, uint64_t n, uint64_t offset,
+                             void *opaque);
+int vhd_each_block (struct vhd_chain *c, uint64_t count, uint64_t offset,
+                    vhd_piece_fn fn, void *opaque);
+
 /* Block granularity of the cache: the top file's block. */
 uint32_t vhd_block_sectors (const struct vhd_chain *c, uint32_t blk);
 void vhd_cache_lock (struct vhd_chain *c, uint32_t blk);

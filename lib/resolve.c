@@ -867,6 +867,32 @@ read_piece (struct vhd_chain *c, uint32_t blk, char *buf, uint64_t count,
 }
 
 int
+vhd_each_block (struct vhd_chain *c, uint64_t count, uint64_t offset,
+                vhd_piece_fn fn, void *opaque)
+{
+  uint32_t bs = top (c)->block_size;
+  uint64_t done = 0;
+
+  while (done < count) {
+    uint32_t blk = (offset + done) / bs;
+    uint64_t n = MIN (count - done,
+                      (uint64_t) (blk + 1) * bs - (offset + done));
+
+    if (fn (c, blk, done, n, offset + done, opaque) == -1)
+      return -1;
+    done += n;
+  }
+  return 0;
+}
+
+static int
+read_one (struct vhd_chain *c, uint32_t blk, uint64_t done, uint64_t n,
+          uint64_t offset, void *buf)
+{
+  return read_piece (c, blk, (char *) buf + done, n, offset);
+}
+
+int
 vhd_chain_pread (struct vhd_chain *c, void *buf, uint64_t count,
                  uint64_t offset)
 {
@@ -880,17 +906,7 @@ vhd_chain_pread (struct vhd_chain *c, void *buf, uint64_t count,
     }
     return 0;
   }
-  while (count > 0) {
-    uint32_t blk = offset / t->block_size;
-    uint64_t n = MIN (count, (uint64_t) (blk + 1) * t->block_size - offset);
-
-    if (read_piece (c, blk, p, n, offset) == -1)
-      return -1;
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
+  return vhd_each_block (c, count, offset, read_one, p);
 }
 
 /* ------------------------------------------------------------ extents */

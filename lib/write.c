@@ -225,6 +225,13 @@ check_writable (struct vhd_chain *c)
   return 0;
 }
 
+static int
+write_one (struct vhd_chain *c, uint32_t blk, uint64_t done, uint64_t n,
+           uint64_t offset, void *buf)
+{
+  return write_piece (c, blk, (const char *) buf + done, n, offset);
+}
+
 int
 vhd_chain_pwrite (struct vhd_chain *c, const void *buf, uint64_t count,
                   uint64_t offset)
@@ -241,17 +248,7 @@ vhd_chain_pwrite (struct vhd_chain *c, const void *buf, uint64_t count,
     }
     return 0;
   }
-  while (count > 0) {
-    uint32_t blk = offset / t->block_size;
-    uint64_t n = MIN (count, (uint64_t) (blk + 1) * t->block_size - offset);
-
-    if (write_piece (c, blk, p, n, offset) == -1)
-      return -1;
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
+  return vhd_each_block (c, count, offset, write_one, (void *) p);
 }
 
 int

@@ -162,26 +162,15 @@ cmd_check (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': json = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
-      if (parent_option (&o, ch, optarg) == -1) {
-        parent_options_free (&o);
-        return EXIT_CANNOT_CHECK;
-      }
-      break;
-    case OPT_DISK_SIZE:
-      if (disk_size_option (&o, optarg) == -1) {
-        parent_options_free (&o);
-        return EXIT_USAGE;
-      }
-      break;
     case 'h':
       check_help ();
       parent_options_free (&o);
       return EXIT_OK;
     default:
-      usage_error ("check: bad option");
-      parent_options_free (&o);
-      return EXIT_USAGE;
+      if ((status = chain_option ("check", &o, ch, optarg)) != EXIT_OK) {
+        parent_options_free (&o);
+        return status == EXIT_FAILED ? EXIT_CANNOT_CHECK : status;
+      }
     }
   }
   if (argc - optind != 1) {

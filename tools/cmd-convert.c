@@ -66,30 +66,14 @@ cmd_convert (int argc, char **argv)
       }
       break;
     case 'p': want_progress = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
-      if (parent_option (&o, ch, optarg) == -1)
-        goto out;
-      break;
-    case OPT_DISK_SIZE:
-      if (disk_size_option (&o, optarg) == -1) {
-        r = EXIT_USAGE;
-        goto out;
-      }
-      break;
-    case OPT_CACHE_SIZE:
-      if (cache_size_option ("convert", optarg, &o.cache_budget) == -1) {
-        r = EXIT_USAGE;
-        goto out;
-      }
-      break;
     case 'h':
       convert_help ();
       r = EXIT_OK;
       goto out;
     default:
-      usage_error ("convert: bad option");
-      r = EXIT_USAGE;
-      goto out;
+      if ((r = chain_option ("convert", &o, ch, optarg)) != EXIT_OK)
+        goto out;
+      r = EXIT_FAILED;
     }
   }
   if (argc - optind != 2) {

@@ -228,24 +228,14 @@ cmd_info (int argc, char **argv)
     case 'j': json = true; break;
     case 'C': o.ignore_checksums = true; break;
     case 'I': o.ignore_id_mismatch = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
-      if (parent_option (&o, ch, optarg) == -1)
-        goto out;
-      break;
-    case OPT_DISK_SIZE:
-      if (disk_size_option (&o, optarg) == -1) {
-        r = EXIT_USAGE;
-        goto out;
-      }
-      break;
     case 'h':
       info_help ();
       r = EXIT_OK;
       goto out;
     default:
-      usage_error ("info: bad option");
-      r = EXIT_USAGE;
-      goto out;
+      if ((r = chain_option ("info", &o, ch, optarg)) != EXIT_OK)
+        goto out;
+      r = EXIT_FAILED;
     }
   }
   if (argc - optind != 1) {

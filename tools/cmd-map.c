@@ -83,30 +83,14 @@ cmd_map (int argc, char **argv)
   while ((ch = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
     switch (ch) {
     case 'j': m.json = true; break;
-    case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
-      if (parent_option (&o, ch, optarg) == -1)
-        goto out;
-      break;
-    case OPT_DISK_SIZE:
-      if (disk_size_option (&o, optarg) == -1) {
-        r = EXIT_USAGE;
-        goto out;
-      }
-      break;
-    case OPT_CACHE_SIZE:
-      if (cache_size_option ("map", optarg, &o.cache_budget) == -1) {
-        r = EXIT_USAGE;
-        goto out;
-      }
-      break;
     case 'h':
       map_help ();
       r = EXIT_OK;
       goto out;
     default:
-      usage_error ("map: bad option");
-      r = EXIT_USAGE;
-      goto out;
+      if ((r = chain_option ("map", &o, ch, optarg)) != EXIT_OK)
+        goto out;
+      r = EXIT_FAILED;
     }
   }
   if (argc - optind != 1) {

@@ -186,3 +186,21 @@ parent_options_free (struct vhd_open_options *o)
   o->parent_files = o->parent_dirs = NULL;
   o->n_parent_files = o->n_parent_dirs = 0;
 }
+
+int
+chain_option (const char *cmd, struct vhd_open_options *o, int ch,
+              const char *arg)
+{
+  switch (ch) {
+  case OPT_PARENT: case OPT_PARENT_DIR: case OPT_CONFINE_PARENTS:
+    return parent_option (o, ch, arg) == -1 ? EXIT_FAILED : EXIT_OK;
+  case OPT_DISK_SIZE:
+    return disk_size_option (o, arg) == -1 ? EXIT_USAGE : EXIT_OK;
+  case OPT_CACHE_SIZE:
+    return cache_size_option (cmd, arg, &o->cache_budget) == -1
+           ? EXIT_USAGE : EXIT_OK;
+  default:
+    usage_error ("%s: bad option", cmd);
+    return EXIT_USAGE;
+  }
+}

@@ -80,6 +80,15 @@ enum { OPT_CACHE_SIZE = 0x200 };
   "  --cache-size SIZE     memory for resolved blocks (default 16M)\n"
 int cache_size_option (const char *cmd, const char *arg, uint64_t *out);
 
+/* util.c: every option above that a command opening a chain takes
+ * (--parent, --parent-dir, --confine-parents, --disk-size,
+ * --cache-size), into o; the default case of each command's option
+ * switch.  EXIT_OK when ch was taken; otherwise, after a message,
+ * EXIT_USAGE (a bad value, or not one of these: "CMD: bad option") or
+ * EXIT_FAILED (out of memory). */
+int chain_option (const char *cmd, struct vhd_open_options *o, int ch,
+                  const char *arg);
+
 /* progress.c: -p */
 struct progress {
   bool enabled;                 /* -p given and stderr is a terminal */
