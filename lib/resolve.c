@@ -2,9 +2,11 @@
 /* nbdkit-vhd: resolving byte ranges of a chain into runs, and reading.
  *
  * Design.  The unit of caching is one block of the top file.  The first
- * request touching a block walks the chain once for that block: for
- * each layer it looks at the BAT entry and, if allocated, reads the
- * sector bitmap (at most once per layer and block), and produces a short
+ * request touching a block walks the chain once for that block: it asks
+ * each layer the sectors fall through to about its block (layer_ops
+ * lookup: absent, zero, present or partial) and, for a partial block,
+ * reads its sector bitmap (at most once per layer and block), and
+ * produces a short
  * list of runs "sectors [a, b) come from layer k at file offset x" or
  * "are zeros".  The runs of the layers under the top never change (the
  * parents are read-only), so they are kept; the top's bitmap is kept
@@ -29,7 +31,8 @@
  *
  * Eviction never loses data, and a re-filled entry is the same entry:
  * its runs below the top come from the parents, which are read-only; the
- * top's BAT entry comes from the in-memory BAT, which is always current;
+ * top's block comes from the back-end's lookup, whose table in memory
+ * is always current (published before the entry is updated);
  * only the top's bitmap is read back from the file, and it is equal to
  * the one evicted whenever neither e->dirty (bits not yet written) nor
  * e->flushing (bits a flush has copied and marked clean but not yet
@@ -50,12 +53,10 @@
  * only entry it can be using is the one being returned, which is kept.
  * Nobody keeps an entry pointer across unlocking its stripe.
  *
- * Semantics (the VHD spec, as Hyper-V reads it): in a differencing disk
- * a set bitmap bit means "this file holds the sector", a clear bit or an
- * unallocated block means "ask the parent".  In a dynamic disk a clear
- * bit reads as zeros, as libvhdi, blktap and VirtualBox read it (QEMU
- * ignores the bitmap; we always zero-fill new blocks so both agree on
- * files we write).
+ * Semantics: a sector a layer does not hold (absent block, clear bit of
+ * a partial block) is its parent's when the layer has one, else zeros;
+ * a zero block reads as zeros whatever lies below.  Each back-end maps
+ * its format onto these (VHD: lib/vhd/layer.c).
  */
 #include <config.h>
 
