@@ -121,6 +121,19 @@ model "4K blocks, 16K budget" top4.vhd mid.raw 16K 4096
 
 unchanged "the layers below are unchanged (sha256)"
 
+# cache-size= must be a size, and not 0.
+for bad in 0 lots; do
+  if nbdkit -U - "$PLUGIN" chain/top.vhd cache-size=$bad --run true \
+       > bad.log 2>&1; then
+    fail "cache-size=$bad is refused"
+  elif grep -q "cache-size\|could not parse size" bad.log; then
+    pass "cache-size=$bad is refused"
+  else
+    fail "cache-size=$bad is refused with a message about it"
+    diag_file bad.log
+  fi
+done
+
 # vhdtool's --cache-size: the whole-chain commands with a tiny cache.
 "$VHDTOOL" map chain/top.vhd > map-default.txt 2>&1
 check "map --cache-size 4K" sh -c \
