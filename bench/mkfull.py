@@ -49,8 +49,10 @@ one synchronous discard per extent: ~10 minutes for a million
 Disk: a non-zero bitmap sector costs one 4 KiB file-system block, an
 all-zero one is left as a hole and costs nothing.  So a layer costs its
 BAT (4 MiB at 2040 GiB) + 4 KiB per non-zero bitmap:
-  --base full: l0 ~4.0 GiB; each child 4 MiB + 4 KiB * blocks/FRAG
-  --frag 16, DEPTH 32, 2040 GiB: 32 * 255 MiB ~ 8 GiB (+ 4 GiB if full)
+  --base full: l0 ~4.0 GiB; --base fixed or empty: l0 ~0 (+ 4 MiB of
+  BAT if empty); each child 4 MiB + 4 KiB * blocks/FRAG
+  --frag 64, DEPTH 32, 2040 GiB: 31 or 32 * 68 MiB ~ 2.1 GiB
+  (bench/run's chain-full-2040g and tools-rss), + 4 GiB with --base full
 A single fully allocated 2040 GiB disk (-d 1 --frag 0 --base full) is
 4 GiB.  Apparent file sizes are ~2044 GiB each (the files are sparse:
 cp --sparse=always, du, not ls).
