@@ -519,18 +519,18 @@ struct vhd_bat_cache {
   } slot[BAT_CACHE_SLOTS];
 };
 
-/* Load the page of blk into its slot (under the lock).  The entries
- * were validated when the file was opened and the file is locked
- * against writers since; an entry that nevertheless points outside
- * the data (the file changed under us) is an error, not a read. */
+/* Entries [first, first+n) of the file's table, decoded into out.  The
+ * entries were validated when the file was opened and the file is
+ * locked against writers since; an entry that nevertheless points
+ * outside the data (the file changed under us) is an error, not a
+ * read.  raw has room for n entries. */
 static int
-cache_load (struct vhd_file *f, uint64_t page, uint32_t *out)
+read_entries (struct vhd_file *f, uint64_t first, uint32_t n, uint8_t *raw,
+              uint32_t *out)
 {
-  uint8_t raw[BAT_CACHE_PAGE * 4];
-  uint64_t first = page * BAT_CACHE_PAGE;
-  uint32_t n = MIN ((uint64_t) BAT_CACHE_PAGE, f->bat_loaded - first), k;
   uint64_t data_limit = f->footer_from_copy ? f->l.file_size
                                             : f->footer_offset;
+  uint32_t k;
 
   if (full_pread (f->l.fd, raw, (size_t) n * 4,
                   f->header.table_offset + first * 4) == -1) {
@@ -551,6 +551,18 @@ cache_load (struct vhd_file *f, uint64_t page, uint32_t *out)
     out[k] = e;
   }
   return 0;
+}
+
+/* Load the page into a slot (under the cache's lock). */
+static int
+cache_load (struct vhd_file *f, uint64_t page, uint32_t *out)
+{
+  uint8_t raw[BAT_CACHE_PAGE * 4];
+  uint64_t first = page * BAT_CACHE_PAGE;
+
+  return read_entries (f, first,
+                       MIN ((uint64_t) BAT_CACHE_PAGE, f->bat_loaded - first),
+                       raw, out);
 }
 
 int
@@ -587,32 +599,45 @@ vhd_bat_lookup (struct vhd_file *f, uint32_t blk, uint32_t *entry)
 int
 vhd_bat_load_table (struct vhd_file *f)
 {
-  uint32_t *table, *pages;
-  uint64_t i;
+  uint32_t *table = NULL, *pages = NULL, *chunk = NULL;
+  uint8_t *raw = NULL;
+  uint64_t base, i;
+  int r = -1;
 
   if (f->bat != NULL)
     return 0;
-  if (table_alloc (f, &table, &pages) == -1) {
+  if (table_alloc (f, &table, &pages) == -1 ||
+      (raw = malloc (BAT_CHUNK)) == NULL ||
+      (chunk = malloc (BAT_CHUNK)) == NULL) {
     vhd_error ("%s: BAT: %m", f->l.path);
-    return -1;
+    goto out;
   }
-  /* Filled through the page cache, then published: readers use the
-   * cache until they see the table. */
-  for (i = 0; i < f->bat_loaded; i++) {
-    uint32_t e;
-    if (vhd_bat_lookup (f, i, &e) == -1) {
-      munmap (table, bat_map_bytes (f));
-      free (pages);
-      return -1;
-    }
-    if (e != VHD_BAT_UNUSED) {
-      table[i] = ~e;
-      pages[(i >> BAT_PAGE_SHIFT) / 32] |= 1u << ((i >> BAT_PAGE_SHIFT) % 32);
-    }
+  /* Read in large chunks, filled in, then published: readers use the
+   * page cache until they see the table. */
+  for (base = 0; base < f->bat_loaded; base += BAT_CHUNK / 4) {
+    uint32_t n = MIN ((uint64_t) BAT_CHUNK / 4, f->bat_loaded - base);
+    if (read_entries (f, base, n, raw, chunk) == -1)
+      goto out;
+    for (i = 0; i < n; i++)
+      if (chunk[i] != VHD_BAT_UNUSED) {
+        uint64_t idx = base + i;
+        table[idx] = ~chunk[i];
+        pages[(idx >> BAT_PAGE_SHIFT) / 32] |=
+          1u << ((idx >> BAT_PAGE_SHIFT) % 32);
+      }
   }
   f->bat_pages = pages;
   __atomic_store_n (&f->bat, table, __ATOMIC_RELEASE);
-  return 0;
+  table = NULL;
+  pages = NULL;
+  r = 0;
+ out:
+  if (table)
+    munmap (table, bat_map_bytes (f));
+  free (pages);
+  free (raw);
+  free (chunk);
+  return r;
 }
 
 static int
