@@ -484,25 +484,15 @@ bat_map_bytes (const struct vhd_file *f)
 }
 
 /* The in-memory table of a layer that is written (see bat_get): an
- * anonymous mapping and its page bits, empty; published by the caller
- * (pages first, then the table, which readers test). */
-static int
-table_alloc (const struct vhd_file *f, uint32_t **table, uint32_t **pages)
+ * anonymous mapping, empty.  (Its page bits, f->bat_pages, exist for
+ * every layer: read_bat sets them.) */
+static uint32_t *
+table_alloc (const struct vhd_file *f)
 {
   void *map = mmap (NULL, bat_map_bytes (f), PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-  *pages = calloc ((f->bat_loaded >> BAT_PAGE_SHIFT) / 32 + 1,
-                   sizeof **pages);
-  if (map == MAP_FAILED || *pages == NULL) {
-    if (map != MAP_FAILED)
-      munmap (map, bat_map_bytes (f));
-    free (*pages);
-    *pages = NULL;
-    return -1;
-  }
-  *table = map;
-  return 0;
+  return map == MAP_FAILED ? NULL : map;
 }
 
 /* A few pages of the table of a layer that is only read, cached: the
@@ -572,12 +562,17 @@ vhd_bat_lookup (struct vhd_file *f, uint32_t blk, uint32_t *entry)
   uint64_t page = blk / BAT_CACHE_PAGE;
   int r = 0;
 
-  if (__atomic_load_n (&f->bat, __ATOMIC_ACQUIRE) != NULL) {
-    *entry = bat_get (f, blk);
+  /* A page of the table without an allocated entry (most of a sparse
+   * layer) is answered from its bit, without a lock or a read. */
+  if (blk >= f->bat_loaded ||
+      !(__atomic_load_n (&f->bat_pages[(blk >> BAT_PAGE_SHIFT) / 32],
+                         __ATOMIC_ACQUIRE) &
+        (1u << ((blk >> BAT_PAGE_SHIFT) % 32)))) {
+    *entry = VHD_BAT_UNUSED;
     return 0;
   }
-  if (blk >= f->bat_loaded) {
-    *entry = VHD_BAT_UNUSED;
+  if (__atomic_load_n (&f->bat, __ATOMIC_ACQUIRE) != NULL) {
+    *entry = bat_get (f, blk);
     return 0;
   }
   pthread_mutex_lock (&bc->lock);
@@ -599,42 +594,36 @@ vhd_bat_lookup (struct vhd_file *f, uint32_t blk, uint32_t *entry)
 int
 vhd_bat_load_table (struct vhd_file *f)
 {
-  uint32_t *table = NULL, *pages = NULL, *chunk = NULL;
+  uint32_t *table, *chunk = NULL;
   uint8_t *raw = NULL;
   uint64_t base, i;
   int r = -1;
 
   if (f->bat != NULL)
     return 0;
-  if (table_alloc (f, &table, &pages) == -1 ||
-      (raw = malloc (BAT_CHUNK)) == NULL ||
+  table = table_alloc (f);
+  if (table == NULL || (raw = malloc (BAT_CHUNK)) == NULL ||
       (chunk = malloc (BAT_CHUNK)) == NULL) {
     vhd_error ("%s: BAT: %m", f->l.path);
     goto out;
   }
   /* Read in large chunks, filled in, then published: readers use the
-   * page cache until they see the table. */
+   * page cache until they see the table.  The page bits, set at open,
+   * already describe it. */
   for (base = 0; base < f->bat_loaded; base += BAT_CHUNK / 4) {
     uint32_t n = MIN ((uint64_t) BAT_CHUNK / 4, f->bat_loaded - base);
     if (read_entries (f, base, n, raw, chunk) == -1)
       goto out;
     for (i = 0; i < n; i++)
-      if (chunk[i] != VHD_BAT_UNUSED) {
-        uint64_t idx = base + i;
-        table[idx] = ~chunk[i];
-        pages[(idx >> BAT_PAGE_SHIFT) / 32] |=
-          1u << ((idx >> BAT_PAGE_SHIFT) % 32);
-      }
+      if (chunk[i] != VHD_BAT_UNUSED)
+        table[base + i] = ~chunk[i];
   }
-  f->bat_pages = pages;
   __atomic_store_n (&f->bat, table, __ATOMIC_RELEASE);
   table = NULL;
-  pages = NULL;
   r = 0;
  out:
   if (table)
     munmap (table, bat_map_bytes (f));
-  free (pages);
   free (raw);
   free (chunk);
   return r;
@@ -681,7 +670,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   raw = malloc (BAT_CHUNK);
   f->bat_cache = calloc (1, sizeof *f->bat_cache);
   if (raw == NULL || f->bat_cache == NULL ||
-      (f->l.writable && table_alloc (f, &f->bat, &f->bat_pages) == -1)) {
+      (f->bat_pages = calloc ((loaded >> BAT_PAGE_SHIFT) / 32 + 1,
+                              sizeof *f->bat_pages)) == NULL ||
+      (f->l.writable && (f->bat = table_alloc (f)) == NULL)) {
     vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "BAT: %m");
     goto err;
   }
@@ -705,6 +696,9 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
         continue;               /* already ~0 = 0 in the mapping */
       if (map)
         bat_set (f, i, entry);
+      else                      /* not shared yet: no atomics needed */
+        f->bat_pages[(i >> BAT_PAGE_SHIFT) / 32] |=
+          1u << ((i >> BAT_PAGE_SHIFT) % 32);
       if (i >= f->l.n_blocks)
         continue;               /* padding of the last BAT sector */
       start = (uint64_t) entry * VHD_SECTOR;

@@ -117,8 +117,9 @@ struct vhd_file {
   uint32_t *bat;                /* layers written only: host order,
                                    complemented (~entry), see bat_get */
   uint64_t bat_loaded;          /* entries in bat: whole BAT sectors */
-  uint32_t *bat_pages;          /* one bit per page of bat ever written:
-                                   see bat_get */
+  uint32_t *bat_pages;          /* one bit per 1024 entries, set when
+                                   one of them is allocated (every layer:
+                                   see bat_get, vhd_bat_lookup) */
   struct vhd_bat_cache *bat_cache;  /* pages of the table, while bat is
                                        NULL (file.c) */
   uint64_t metadata_end;        /* end of header, BAT, locators, batmap */
