@@ -24,6 +24,16 @@ PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
 VHDTOOL="$top_builddir/tools/vhdtool"
 FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 VHDGEN="/usr/bin/python3 $top_srcdir/tests/vhdgen.py"
+# vhdgen_make DESCRIPTION SPEC DIR: build the images of SPEC into DIR
+# with tests/vhdgen.py, as one TAP check (its log on failure).
+vhdgen_make () {
+  if $VHDGEN make "$2" "$3" > "$tmp/.vhdgen" 2>&1; then
+    pass "$1"
+  else
+    fail "$1"
+    diag_file "$tmp/.vhdgen"
+  fi
+}
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
 

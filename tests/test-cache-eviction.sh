@@ -54,12 +54,7 @@ cat > chain.json <<EOF
   { "file": "top.vhd", "type": "differencing", "block_size": 65536,
     "writes": [[4096, 8192], [$((M - 1024)), 70000], [$((2 * M)), 65536, 0]] } ] }
 EOF
-if $VHDGEN make chain.json chain > gen.log 2>&1; then
-  pass "vhdgen made the chain"
-else
-  fail "vhdgen made the chain"
-  diag_file gen.log
-fi
+vhdgen_make "vhdgen made the chain" chain.json chain
 snap chain/base.vhd chain/mid.vhd
 
 shim=$tmp/fdatasync-delay.so

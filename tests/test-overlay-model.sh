@@ -125,12 +125,7 @@ cat > chain.json <<EOF
     "writes": [[4096, 8192], [$((M - 1024)), 70000], [$((2 * M)), 65536, 0],
                [$((3 * M + 100 * K)), 300000], [$((4 * M)), 1536]] } ] }
 EOF
-if $VHDGEN make chain.json chain > gen.log 2>&1; then
-  pass "vhdgen made the chain"
-else
-  fail "vhdgen made the chain"
-  diag_file gen.log
-fi
+vhdgen_make "vhdgen made the chain" chain.json chain
 snap chain/parent.vhd chain/child.vhd
 model "vhd chain, 4K blocks, scope=server" chain/expected.raw \
   --block 4096 --second shared --aio -- \

@@ -81,12 +81,7 @@ cat > gen.json <<EOF
   { "file": "parent.vhd", "type": "dynamic", "expected": "parent.raw",
     "writes": [[0, $((3 * M))], [$((3 * M + 512 * K)), $((512 * K + 1536))]] } ] }
 EOF
-if $VHDGEN make gen.json . > gen.log 2>&1; then
-  pass "vhdgen made a fixed disk and a parent"
-else
-  fail "vhdgen made a fixed disk and a parent"
-  diag_file gen.log
-fi
+vhdgen_make "vhdgen made a fixed disk and a parent" gen.json .
 
 model "fixed" fixed.vhd fixed.raw --block 65536 --aio
 qemu_reads "fixed" fixed.vhd
