@@ -56,6 +56,14 @@ static int
 check_parent_size (const struct vhd_open_options *opts,
                    const struct vhd_layer *child, const struct vhd_layer *parent)
 {
+  if (child->ops != parent->ops) {
+    vhd_report (opts, VHD_ERROR, child->path, "parent", "",
+                "its parent %s is a %s file but the child is %s: a chain "
+                "never mixes formats", parent->path, parent->ops->format,
+                child->ops->format);
+    errno = EINVAL;
+    return -1;
+  }
   if (child->sector_size != parent->sector_size &&
       vhd_report (opts, VHD_ERROR, child->path, "parent", "",
                   "logical sector size mismatch: the child has %u-byte "
@@ -191,6 +199,13 @@ vhd_chain_make_writable (struct vhd_chain *c)
 
   if (c->writable)
     return 0;
+  if (t->ops->writer_init == NULL) {
+    vhd_error ("%s: writing %s files is not supported yet: serve it "
+               "read-only (nbdkit -r) or through the overlay filter",
+               t->path, t->ops->format);
+    errno = ENOTSUP;
+    return -1;
+  }
   fd = open (t->path, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
     vhd_error ("%s: open for writing: %m", t->path);

@@ -14,6 +14,7 @@
 /* Every back-end, in the order they are asked. */
 static const struct layer_ops *const formats[] = {
   &vhd_format_ops,
+  &vhdx_format_ops,
 };
 
 /* The back-end for path: the one whose probe accepts the first and last
@@ -48,7 +49,14 @@ int
 vhd_layer_open (const char *path, bool writable,
                 const struct vhd_open_options *opts, struct vhd_layer **out)
 {
-  return pick_format (path)->open (path, writable, opts, out);
+  const struct layer_ops *ops = pick_format (path);
+  struct vhd_layer *l;
+
+  if (ops->open (path, writable, opts, &l) == -1)
+    return -1;
+  l->ops = ops;
+  *out = l;
+  return 0;
 }
 
 void
@@ -56,6 +64,79 @@ vhd_layer_close (struct vhd_layer *l)
 {
   if (l)
     l->ops->close (l);
+}
+
+int
+vhd_layer_open_file (struct vhd_layer *l, const char *path, bool writable,
+                     const struct vhd_open_options *opts)
+{
+  struct stat st;
+  off_t end;
+
+  l->fd = -1;
+  l->path = realpath (path, NULL);
+  if (l->path == NULL) {
+    vhd_report (opts, VHD_ERROR, path, "file", "", "%m");
+    return -1;
+  }
+  l->writable = writable;
+  /* A parent locator of a hostile file can name any path: a FIFO would
+   * block open() forever (a server that never starts), a device could
+   * react to being opened.  So look before opening, and open without
+   * blocking or acquiring a terminal; the fstat check below closes the
+   * race with a file replaced in between. */
+  if (stat (l->path, &st) == 0 && !S_ISREG (st.st_mode) &&
+      !S_ISBLK (st.st_mode)) {
+    vhd_report (opts, VHD_ERROR, l->path, "file", "",
+                "not a regular file or block device");
+    errno = EINVAL;
+    return -1;
+  }
+  l->fd = open (l->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+                O_NONBLOCK | O_NOCTTY);
+  if (l->fd >= 0)
+    fcntl (l->fd, F_SETFL, fcntl (l->fd, F_GETFL) & ~O_NONBLOCK);
+  if (l->fd == -1) {
+    vhd_report (opts, VHD_ERROR, l->path, "file", "", "open%s: %m",
+                writable ? " for writing" : "");
+    return -1;
+  }
+  if (fstat (l->fd, &st) == -1 || (end = lseek (l->fd, 0, SEEK_END)) == -1) {
+    vhd_report (opts, VHD_ERROR, l->path, "file", "", "%m");
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+    vhd_report (opts, VHD_ERROR, l->path, "file", "",
+                "not a regular file or block device");
+    errno = EINVAL;
+    return -1;
+  }
+  l->dev = st.st_dev;
+  l->ino = st.st_ino;
+  l->file_size = end;
+  return 0;
+}
+
+void
+vhd_layer_close_file (struct vhd_layer *l)
+{
+  if (l->fd >= 0)
+    close (l->fd);
+  l->fd = -1;
+  free (l->path);
+  l->path = NULL;
+  free (l->parent_name);
+  l->parent_name = NULL;
+}
+
+void
+vhd_layer_format_id (const struct vhd_layer *l, const uint8_t id[16],
+                     char out[37])
+{
+  if (l->ops && l->ops->format_id)
+    l->ops->format_id (id, out);
+  else
+    vhd_uuid_format (id, out);
 }
 
 const char *
@@ -90,5 +171,10 @@ vhd_layer_info_free (struct vhd_layer_info *info)
   free (info->parent_name);
   for (i = 0; i < info->n_locators; i++)
     free (info->locators[i].text);
+  for (i = 0; i < info->n_facts; i++) {
+    free (info->facts[i].name);
+    free (info->facts[i].value);
+  }
+  free (info->facts);
   memset (info, 0, sizeof *info);
 }

@@ -11,7 +11,8 @@
  * file (headers, tables, checksums, locators) is the back-end's.
  *
  * A back-end embeds struct vhd_layer as the first member of its own
- * structure.  Back-ends: lib/vhd/ (VHD, Virtual PC's format).
+ * structure.  Back-ends: lib/vhd/ (VHD, Virtual PC's format) and
+ * lib/vhdx/ (VHDX, Hyper-V's).
  */
 #ifndef VHD_LAYER_H
 #define VHD_LAYER_H
@@ -20,6 +21,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util.h"
 #include "vhd.h"
 
 struct layer_ops;
@@ -50,6 +52,8 @@ struct vhd_layer {
                                    further (its parent is not looked for) */
   uint8_t id[16];               /* identity, as stored */
   uint8_t parent_id[16];        /* has_parent: the parent's identity */
+  bool has_parent_id2;          /* a second identity the parent may have */
+  uint8_t parent_id2[16];       /* (VHDX parent_linkage2) */
   char *parent_name;            /* has_parent: the parent's file name as
                                    the child records it (UTF-8), or NULL */
 };
@@ -104,8 +108,12 @@ struct layer_ops {
   int (*read_bitmap) (struct vhd_layer *l, uint32_t blk,
                       const struct block_map *m, uint8_t *bitmap);
   uint64_t (*allocated_blocks) (struct vhd_layer *l);
+  /* Read n bytes of the file at off (data of the runs lookup gave).
+   * NULL: pread of l->fd.  VHDX reads through its replayed log. */
+  int (*pread) (struct vhd_layer *l, void *buf, size_t n, uint64_t off);
 
-  /* Writing, top layer only.  writer_init prepares (and repairs what an
+  /* Writing, top layer only; NULL when the back-end cannot write (the
+   * file is then only ever opened read-only).  writer_init prepares (and repairs what an
    * interrupted allocation can leave).  alloc_block places a new block
    * for blk with the format's allocation protocol and returns its
    * data_off; the block is not yet visible.  publish makes lookup find
@@ -127,6 +135,10 @@ struct layer_ops {
   int (*set_parent) (struct vhd_layer *child, const struct vhd_layer *parent,
                      vhd_step_fn step, void *opaque);
 
+  /* An identity (id, parent_id) as text, the way the format's own tools
+   * print it. */
+  void (*format_id) (const uint8_t id[16], char out[37]);
+
   /* Creation (create, convert): write an empty image into fd. */
   int (*new_image) (int fd, const char *path,
                     const struct vhd_create_params *p);
@@ -135,6 +147,7 @@ struct layer_ops {
 };
 
 extern const struct layer_ops vhd_format_ops;
+extern const struct layer_ops vhdx_format_ops;
 
 /* Bytes of a bitmap of one block of l (one bit per sector). */
 static inline uint32_t
@@ -142,6 +155,25 @@ layer_bitmap_bytes (const struct vhd_layer *l)
 {
   return (l->block_size / l->sector_size + 7) / 8;
 }
+
+/* Read n bytes of layer l's file at off, as its back-end says they are
+ * (-1 with errno set, no message). */
+static inline int
+layer_pread (struct vhd_layer *l, void *buf, size_t n, uint64_t off)
+{
+  return l->ops->pread ? l->ops->pread (l, buf, n, off)
+                       : full_pread (l->fd, buf, n, off);
+}
+
+/* layer.c: what every back-end's open and close do with the file
+ * itself: its real path, the checks on its kind (no FIFO is ever
+ * opened), the descriptor, device, inode and size. */
+int vhd_layer_open_file (struct vhd_layer *l, const char *path,
+                         bool writable, const struct vhd_open_options *opts);
+void vhd_layer_close_file (struct vhd_layer *l);
+/* layer.c: id as text, as l's format prints it. */
+void vhd_layer_format_id (const struct vhd_layer *l, const uint8_t id[16],
+                          char out[37]);
 
 /* layer.c: open path with the back-end that recognises it. */
 int vhd_layer_open (const char *path, bool writable,

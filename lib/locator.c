@@ -133,13 +133,16 @@ join (const char *dir, const char *name)
 }
 
 /* Turn a Windows path into a POSIX one: backslashes become slashes, a
- * drive letter is dropped, a leading ".\" is removed.  UNC paths cannot
- * be mapped and give NULL. */
+ * drive letter is dropped (also from an extended-length "\\?\C:\..."
+ * path, the form MS-VHDX specifies), a leading ".\" is removed.  UNC
+ * and volume GUID paths cannot be mapped and give NULL. */
 static char *
 windows_to_posix (const char *win)
 {
   char *s, *p;
 
+  if (strncmp (win, "\\\\?\\", 4) == 0 && win[4] && win[5] == ':')
+    win += 4;
   if (strncmp (win, "\\\\", 2) == 0)
     return NULL;
   if (((win[0] >= 'A' && win[0] <= 'Z') || (win[0] >= 'a' && win[0] <= 'z'))
@@ -564,6 +567,7 @@ vhd_find_parent (struct vhd_layer *child,
   struct vhd_layer *mismatch = NULL;
   char *dir_copy = strdup (child->path);
   char tried[2048] = "", refused[1024] = "", refused_note[1100] = "";
+  char other_format[1024] = "";
   char want[37], got[37], why[256];
   struct vhd_open_options quiet = *opts;
   size_t i;
@@ -613,7 +617,24 @@ vhd_find_parent (struct vhd_layer *child,
       goto out;
     }
     free (path);
-    if (memcmp (p->id, child->parent_id, 16) == 0) {
+    /* Hyper-V never mixes formats in a chain: a VHDX child's locators
+     * name VHDX files, a VHD child's VHD files. */
+    if (p->ops != child->ops) {
+      if (other_format[0] == '\0')
+        snprintf (other_format, sizeof other_format,
+                  "; %s is a %s file but the child is %s (a chain never "
+                  "mixes formats)", p->path, p->ops->format,
+                  child->ops->format);
+      vhd_layer_close (p);
+      continue;
+    }
+    if (memcmp (p->id, child->parent_id, 16) == 0 ||
+        (child->has_parent_id2 &&
+         memcmp (p->id, child->parent_id2, 16) == 0)) {
+      if (memcmp (p->id, child->parent_id, 16) != 0)
+        vhd_warning ("%s: its parent %s matches the second linkage "
+                     "(parent_linkage2), as in the middle of a merge",
+                     child->path, p->path);
       note_parent_quirks (child, c.v[i].from, p);
       if (opts->problem && reopen_reporting (&p, opts) == -1)
         goto out;
@@ -634,11 +655,11 @@ vhd_find_parent (struct vhd_layer *child,
               "; refused by confine-parents (outside the allowed "
               "directories): %s", refused);
 
-  vhd_uuid_format (child->parent_id, want);
+  vhd_layer_format_id (child, child->parent_id, want);
   if (mismatch && opts->problem) {
     /* Check mode: report, then examine the rest of the chain through
      * the file that is there. */
-    vhd_uuid_format (mismatch->id, got);
+    vhd_layer_format_id (mismatch, mismatch->id, got);
     vhd_report (opts, VHD_ERROR, child->path, "parent",
                 "", "parent id mismatch: the child expects parent id %s, "
                 "but %s has id %s%s", want, mismatch->path, got,
@@ -651,7 +672,7 @@ vhd_find_parent (struct vhd_layer *child,
     goto out;
   }
   if (mismatch) {
-    vhd_uuid_format (mismatch->id, got);
+    vhd_layer_format_id (mismatch, mismatch->id, got);
     if (opts->ignore_id_mismatch) {
       vhd_warning ("%s: parent id mismatch ignored: child expects parent "
                    "id %s, %s has id %s%s", child->path, want,
@@ -673,9 +694,9 @@ vhd_find_parent (struct vhd_layer *child,
     vhd_report (opts, VHD_ERROR, child->path, "parent",
                 opts->missing_parent_hint ? opts->missing_parent_hint :
                 "; use the parent or parent-dir option to say where it is",
-                "parent not found (parent id %s, name \"%s\")%s; tried: %s",
+                "parent not found (parent id %s, name \"%s\")%s%s; tried: %s",
                 want, child->parent_name ? child->parent_name : "",
-                refused_note,
+                other_format, refused_note,
                 tried[0] ? tried : refused[0] ? "nothing else" :
                 "nothing (no locators, no parent name)");
     errno = ENOENT;

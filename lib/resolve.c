@@ -787,8 +787,8 @@ read_runs (struct vhd_chain *c, const struct run *runs, uint32_t n,
       continue;
     }
     f = c->layers[runs[i].layer];
-    if (full_pread (f->fd, buf + (s - offset), e - s,
-                    runs[i].file_off + (s - rs)) == -1) {
+    if (layer_pread (f, buf + (s - offset), e - s,
+                     runs[i].file_off + (s - rs)) == -1) {
       vhd_error ("%s: read at offset %" PRIu64 ": %m", f->path,
                  runs[i].file_off + (s - rs));
       return -1;

@@ -63,8 +63,8 @@ check_pair (const struct vhd_layer *c, const struct vhd_layer *p,
     goto inval;
   }
   if (memcmp (p->id, c->parent_id, 16) != 0) {
-    vhd_uuid_format (c->parent_id, want);
-    vhd_uuid_format (p->id, got);
+    vhd_layer_format_id (c, c->parent_id, want);
+    vhd_layer_format_id (p, p->id, got);
     if (!params->ignore_id_mismatch) {
       vhd_error ("%s: parent id mismatch: the child expects parent id %s, "
                  "but %s has id %s; refusing (ignore the mismatch only if "

@@ -145,12 +145,20 @@ const char *vhd_layer_type (const struct vhd_layer *l);
  * by the structure: vhd_layer_info_free. */
 struct vhd_locator_info {
   int slot;
-  char kind[5];                 /* "W2ru", ... */
+  char kind[24];                /* VHD: "W2ru", ...; VHDX: the key */
   char *text;                   /* NULL: unreadable */
+};
+#define VHD_MAX_LOCATOR_INFO 16
+
+/* A format's own detail, in the order worth reading (VHDX: headers,
+ * region tables, metadata items, log, BAT summary). */
+struct vhd_fact {
+  char *name;                   /* unique within one layer */
+  char *value;
 };
 
 struct vhd_layer_info {
-  const char *format;           /* "VHD" */
+  const char *format;           /* "VHD" or "VHDX" */
   uint32_t type;                /* enum vhd_type */
   uint64_t size;                /* guest-visible: by the size rule */
   uint64_t current_size;        /* what the file's structures cover */
@@ -163,7 +171,8 @@ struct vhd_layer_info {
   uint64_t allocated;           /* bytes of blocks allocated (fixed: size) */
   uint64_t file_size;
   char id[37];
-  char creator[5];
+  char creator[128];            /* VHD: application code; VHDX: the
+                                   file identifier's creator text */
   uint32_t creator_version;     /* major << 16 | minor */
   const char *creator_os;       /* "Wi2k", "Mac" or "other" */
   time_t created;
@@ -175,7 +184,9 @@ struct vhd_layer_info {
   char *parent_name;
   time_t parent_time;
   unsigned n_locators;
-  struct vhd_locator_info locators[8];
+  struct vhd_locator_info locators[VHD_MAX_LOCATOR_INFO];
+  struct vhd_fact *facts;
+  unsigned n_facts;
 };
 
 void vhd_layer_describe (struct vhd_layer *l, struct vhd_layer_info *info);

@@ -774,55 +774,13 @@ vhd_file_open (const char *path, bool writable,
                const struct vhd_open_options *opts, struct vhd_file **out)
 {
   struct vhd_file *f = calloc (1, sizeof *f);
-  struct stat st;
-  off_t end;
 
   if (f == NULL) {
     vhd_error ("%s: %m", path);
     return -1;
   }
-  f->l.fd = -1;
-  f->l.path = realpath (path, NULL);
-  if (f->l.path == NULL) {
-    vhd_report (opts, VHD_ERROR, path, "file", "", "%m");
+  if (vhd_layer_open_file (&f->l, path, writable, opts) == -1)
     goto err;
-  }
-  f->l.writable = writable;
-  /* A parent locator of a hostile file can name any path: a FIFO would
-   * block open() forever (a server that never starts), a device could
-   * react to being opened.  So look before opening, and open without
-   * blocking or acquiring a terminal; the fstat check below closes the
-   * race with a file replaced in between. */
-  if (stat (f->l.path, &st) == 0 && !S_ISREG (st.st_mode) &&
-      !S_ISBLK (st.st_mode)) {
-    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
-                "not a regular file or block device");
-    errno = EINVAL;
-    goto err;
-  }
-  f->l.fd = open (f->l.path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
-                O_NONBLOCK | O_NOCTTY);
-  if (f->l.fd >= 0)
-    fcntl (f->l.fd, F_SETFL, fcntl (f->l.fd, F_GETFL) & ~O_NONBLOCK);
-  if (f->l.fd == -1) {
-    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "open%s: %m",
-                writable ? " for writing" : "");
-    goto err;
-  }
-  if (fstat (f->l.fd, &st) == -1 || (end = lseek (f->l.fd, 0, SEEK_END)) == -1) {
-    vhd_report (opts, VHD_ERROR, f->l.path, "file", "", "%m");
-    goto err;
-  }
-  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-    vhd_report (opts, VHD_ERROR, f->l.path, "file", "",
-                "not a regular file or block device");
-    errno = EINVAL;
-    goto err;
-  }
-  f->l.dev = st.st_dev;
-  f->l.ino = st.st_ino;
-  f->l.file_size = end;
-
   if (read_footer (f, opts) == -1 || check_footer_fields (f, opts) == -1 ||
       (f->type != VHD_TYPE_FIXED &&
        (read_header (f, opts) == -1 || read_bat (f, opts) == -1))) {
@@ -849,9 +807,7 @@ vhd_file_close (struct vhd_file *f)
 
   if (f == NULL)
     return;
-  if (f->l.fd >= 0)
-    close (f->l.fd);
-  free (f->l.path);
+  vhd_layer_close_file (&f->l);
   if (f->bat != NULL)
     munmap (f->bat, bat_map_bytes (f));
   free (f->bat_pages);
@@ -859,7 +815,6 @@ vhd_file_close (struct vhd_file *f)
     pthread_mutex_destroy (&f->bat_cache->lock);
     free (f->bat_cache);
   }
-  free (f->l.parent_name);
   free (f);
   errno = saved_errno;
 }

@@ -195,6 +195,7 @@ const struct layer_ops vhd_format_ops = {
   .commit = vhd_file_commit,
   .parent_hints = vhd_parent_hints,
   .set_parent = vhd_set_parent_layer,
+  .format_id = vhd_uuid_format,
   .new_image = vhd_new_image,
   .describe = vhd_describe,
 };

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-vhd: the VHDX block allocation table.
+ *
+ * Entry i of the BAT is payload block i - i / (chunk_ratio + 1) unless
+ * (i + 1) is a multiple of chunk_ratio + 1: then it is the sector bitmap
+ * block of chunk i / (chunk_ratio + 1) (MS-VHDX 2.5).
+ *
+ * Memory.  The table is not kept: a 64 TiB disk with 32 MiB blocks has
+ * a 16 MiB BAT, and a chain has one per layer.  A few 4 KiB pages (512
+ * entries, 16 GiB of disk at the default block size) are cached per
+ * layer, with a lock, and refilled from the file (through the replayed
+ * log, vhdx_pread).  Every entry is checked each time its page is read:
+ * a file changed under us gives an error, never a read elsewhere.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "vhdx-format.h"
+
+#define PAGE 4096
+#define ENTRIES_PER_PAGE (PAGE / 8)
+#define SLOTS 16
+
+struct vhdx_bat_cache {
+  pthread_mutex_t lock;
+  uint64_t page[SLOTS];         /* page number + 1; 0: empty */
+  unsigned next;                /* round-robin victim */
+  uint8_t data[SLOTS][PAGE];
+};
+
+int
+vhdx_bat_init (struct vhdx_file *f)
+{
+  f->bat_cache = calloc (1, sizeof *f->bat_cache);
+  if (f->bat_cache == NULL)
+    return -1;
+  pthread_mutex_init (&f->bat_cache->lock, NULL);
+  return 0;
+}
+
+void
+vhdx_bat_free (struct vhdx_file *f)
+{
+  if (f->bat_cache) {
+    pthread_mutex_destroy (&f->bat_cache->lock);
+    free (f->bat_cache);
+    f->bat_cache = NULL;
+  }
+}
+
+static bool
+is_sb_index (const struct vhdx_file *f, uint64_t i)
+{
+  return (i + 1) % (f->chunk_ratio + (uint64_t) 1) == 0;
+}
+
+/* What is wrong with entry e at index i, or NULL.  why holds the text. */
+static const char *
+entry_problem (const struct vhdx_file *f, uint64_t i, uint64_t e,
+               char *why, size_t len)
+{
+  unsigned state = VHDX_BAT_STATE (e);
+  uint64_t off = VHDX_BAT_OFFSET (e), need;
+  const struct vhdx_header *h = &f->hdr[f->current];
+  bool sb = is_sb_index (f, i);
+
+  if (VHDX_BAT_RESERVED (e)) {
+    snprintf (why, len, "reserved bits set (entry 0x%016" PRIx64 ")", e);
+    return why;
+  }
+  if (sb ? state != VHDX_SB_NOT_PRESENT && state != VHDX_SB_PRESENT &&
+           state != VHDX_PARTIALLY_PRESENT
+         : state == 4) {
+    snprintf (why, len, "undefined %sstate %u",
+              sb ? "sector bitmap " : "", state);
+    return why;
+  }
+  if (state < VHDX_FULLY_PRESENT)
+    return NULL;                /* no data: the offset is never used */
+  if (sb)
+    need = VHDX_MiB;
+  else {
+    uint64_t blk = i - i / (f->chunk_ratio + (uint64_t) 1);
+    uint64_t start = blk * f->block_size;
+    need = MIN ((uint64_t) f->block_size, f->virtual_size - start);
+  }
+  if (off < VHDX_HEADER_SECTION || off + need > f->data_end) {
+    snprintf (why, len, "%s at offset %" PRIu64 " lies %s",
+              sb ? "sector bitmap block" : "block", off,
+              off < VHDX_HEADER_SECTION ? "in the header section"
+              : "past the end of the file");
+    return why;
+  }
+  if (overlaps (off, off + need, f->bat_offset, f->bat_offset + f->bat_length) ||
+      overlaps (off, off + need, f->meta_offset,
+                f->meta_offset + f->meta_length) ||
+      (h->log_length && overlaps (off, off + need, h->log_offset,
+                                  h->log_offset + h->log_length))) {
+    snprintf (why, len, "%s at offset %" PRIu64 " overlaps the %s",
+              sb ? "sector bitmap block" : "block", off,
+              overlaps (off, off + need, f->bat_offset,
+                        f->bat_offset + f->bat_length) ? "BAT"
+              : overlaps (off, off + need, f->meta_offset,
+                          f->meta_offset + f->meta_length) ? "metadata region"
+              : "log");
+    return why;
+  }
+  return NULL;
+}
+
+static int
+read_page (struct vhdx_file *f, uint64_t page, uint8_t *out)
+{
+  return vhdx_pread (f, out, PAGE, f->bat_offset + page * PAGE);
+}
+
+int
+vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  uint64_t page = i / ENTRIES_PER_PAGE;
+  char why[160];
+  unsigned s;
+  uint64_t e;
+
+  pthread_mutex_lock (&c->lock);
+  for (s = 0; s < SLOTS; s++)
+    if (c->page[s] == page + 1)
+      break;
+  if (s == SLOTS) {
+    s = c->next;
+    c->next = (c->next + 1) % SLOTS;
+    c->page[s] = 0;
+    if (read_page (f, page, c->data[s]) == -1) {
+      pthread_mutex_unlock (&c->lock);
+      vhd_error ("%s: reading the BAT at offset %" PRIu64 ": %m", f->l.path,
+                 f->bat_offset + page * PAGE);
+      return -1;
+    }
+    c->page[s] = page + 1;
+  }
+  e = le64 (c->data[s] + (i % ENTRIES_PER_PAGE) * 8);
+  pthread_mutex_unlock (&c->lock);
+
+  if (entry_problem (f, i, e, why, sizeof why)) {
+    vhd_error ("%s: BAT entry %" PRIu64 ": %s", f->l.path, i, why);
+    errno = EINVAL;
+    return -1;
+  }
+  *entry = e;
+  return 0;
+}
+
+/* Read every entry in 1 MiB pieces; fn sees each (index, entry). */
+static int
+each_entry (struct vhdx_file *f,
+            void (*fn) (void *opaque, uint64_t i, uint64_t e), void *opaque)
+{
+  const uint64_t per = VHDX_MiB / 8;
+  uint8_t *buf = malloc (VHDX_MiB);
+  uint64_t i, k, n;
+
+  if (buf == NULL)
+    return -1;
+  for (i = 0; i < f->bat_entries; i += n) {
+    n = MIN (per, f->bat_entries - i);
+    if (vhdx_pread (f, buf, n * 8, f->bat_offset + i * 8) == -1) {
+      free (buf);
+      return -1;
+    }
+    for (k = 0; k < n; k++)
+      fn (opaque, i + k, le64 (buf + k * 8));
+  }
+  free (buf);
+  return 0;
+}
+
+struct counting {
+  struct vhdx_file *f;
+  uint64_t *counts;
+};
+
+static void
+count_one (void *opaque, uint64_t i, uint64_t e)
+{
+  struct counting *c = opaque;
+  if (!is_sb_index (c->f, i))
+    c->counts[VHDX_BAT_STATE (e)]++;
+}
+
+int
+vhdx_bat_count (struct vhdx_file *f, uint64_t counts[8])
+{
+  struct counting c = { f, counts };
+
+  memset (counts, 0, 8 * sizeof counts[0]);
+  return each_entry (f, count_one, &c);
+}
+
+/* Check mode: every entry's problems, states the file's type does not
+ * allow, and blocks that share bytes of the file. */
+struct extent {
+  uint64_t off, len, index;
+};
+
+struct checking {
+  struct vhdx_file *f;
+  const struct vhd_open_options *opts;
+  struct extent *v;
+  size_t n, cap;
+  unsigned reported;
+  bool nomem;
+};
+
+#define MAX_REPORTS 20
+
+static void
+check_one (void *opaque, uint64_t i, uint64_t e)
+{
+  struct checking *k = opaque;
+  struct vhdx_file *f = k->f;
+  unsigned state = VHDX_BAT_STATE (e);
+  bool sb = is_sb_index (f, i);
+  char why[160];
+
+  if (entry_problem (f, i, e, why, sizeof why)) {
+    if (k->reported++ < MAX_REPORTS)
+      vhd_report (k->opts, VHD_ERROR, f->l.path, "BAT", "",
+                  "entry %" PRIu64 ": %s", i, why);
+    return;
+  }
+  if (!f->has_parent && !sb && state == VHDX_PARTIALLY_PRESENT)
+    vhd_report (k->opts, VHD_WARN, f->l.path, "BAT", "",
+                "entry %" PRIu64 ": a partially present block in a disk "
+                "without a parent (read as fully present)", i);
+  if (!f->has_parent && sb && state != VHDX_SB_NOT_PRESENT)
+    vhd_report (k->opts, VHD_NOTE, f->l.path, "BAT", "",
+                "entry %" PRIu64 ": a sector bitmap block in a disk "
+                "without a parent (unused)", i);
+  if (!sb && state == VHDX_UNMAPPED_DRAFT)
+    vhd_report (k->opts, VHD_NOTE, f->l.path, "BAT", "",
+                "entry %" PRIu64 ": state 5 (UNMAPPED of draft 0.95), "
+                "read as unmapped", i);
+  if (state >= VHDX_FULLY_PRESENT) {
+    uint64_t blk = i - i / (f->chunk_ratio + (uint64_t) 1);
+    uint64_t len = sb ? VHDX_MiB
+      : MIN ((uint64_t) f->block_size, f->virtual_size - blk * f->block_size);
+    if (ARRAY_RESERVE (k->v, k->cap, k->n + 1) == -1) {
+      k->nomem = true;
+      return;
+    }
+    k->v[k->n++] = (struct extent) { VHDX_BAT_OFFSET (e), len, i };
+  }
+}
+
+static int
+compare_extent (const void *a, const void *b)
+{
+  const struct extent *x = a, *y = b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+void
+vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts)
+{
+  struct checking k = { f, opts, NULL, 0, 0, 0, false };
+  size_t i;
+
+  if (each_entry (f, check_one, &k) == -1) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "", "reading it: %m");
+    goto out;
+  }
+  if (k.reported > MAX_REPORTS)
+    vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
+                "%u more bad entries not listed", k.reported - MAX_REPORTS);
+  if (k.nomem) {
+    vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
+                "out of memory checking overlaps");
+    goto out;
+  }
+  qsort (k.v, k.n, sizeof *k.v, compare_extent);
+  for (i = 1, k.reported = 0; i < k.n; i++)
+    if (k.v[i].off < k.v[i - 1].off + k.v[i - 1].len &&
+        k.reported++ < MAX_REPORTS)
+      vhd_report (opts, VHD_ERROR, f->l.path, "BAT", "",
+                  "entries %" PRIu64 " and %" PRIu64 " overlap at offset %"
+                  PRIu64, k.v[i - 1].index, k.v[i].index, k.v[i].off);
+ out:
+  free (k.v);
+}

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-vhd: the VHDX back-end's own declarations (lib/vhdx/ only, and
+ * the fuzzers of the format).
+ *
+ * The VHDX format (MS-VHDX v2, Hyper-V since 2012, checkpoints are
+ * .avhdx files): a 1 MiB header section (file identifier, two headers
+ * with CRC-32C and sequence numbers, two region tables), a metadata
+ * region (block size, sizes, sector sizes, parent locator), a block
+ * allocation table (BAT) of 64-bit entries with one sector-bitmap entry
+ * after every chunk_ratio payload entries, payload and sector-bitmap
+ * blocks anywhere on 1 MiB boundaries, and a write-ahead log that may
+ * hold metadata updates not yet applied.  Everything little-endian.
+ * See ../shared/docs/vhdx-format.md of the project's reference material.
+ */
+#ifndef VHDX_FORMAT_H
+#define VHDX_FORMAT_H
+
+#include <pthread.h>
+
+#include "internal.h"
+#include "layer.h"
+
+#define VHDX_MiB (UINT64_C (1) << 20)
+#define VHDX_HEADER_SECTION VHDX_MiB
+#define VHDX_HEADER_OFFSET(i) ((i) == 0 ? 0x10000 : 0x20000)
+#define VHDX_HEADER_SIZE 4096
+#define VHDX_REGION_OFFSET(i) ((i) == 0 ? 0x30000 : 0x40000)
+#define VHDX_REGION_SIZE 65536
+#define VHDX_REGION_MAX 2047
+#define VHDX_META_TABLE_SIZE 65536
+#define VHDX_META_MAX 2047
+#define VHDX_MAX_SIZE (UINT64_C (64) << 40)
+#define VHDX_MIN_BLOCK (UINT32_C (1) << 20)
+#define VHDX_MAX_BLOCK (UINT32_C (256) << 20)
+#define VHDX_LOG_PAGE 4096
+/* A log this large is not something any producer writes (every file
+ * seen has 1 MiB); replaying it in memory would cost that much. */
+#define VHDX_MAX_LOG (UINT64_C (32) << 20)
+
+/* Payload block states (BAT entry bits 0-2). */
+enum vhdx_state {
+  VHDX_NOT_PRESENT = 0,
+  VHDX_UNDEFINED = 1,
+  VHDX_ZERO = 2,
+  VHDX_UNMAPPED = 3,
+  VHDX_UNMAPPED_DRAFT = 5,      /* draft 0.95's UNMAPPED (qemu reads it) */
+  VHDX_FULLY_PRESENT = 6,
+  VHDX_PARTIALLY_PRESENT = 7,
+};
+/* Sector bitmap block states. */
+#define VHDX_SB_NOT_PRESENT 0
+#define VHDX_SB_PRESENT 6
+
+#define VHDX_BAT_STATE(e) ((unsigned) ((e) & 7))
+#define VHDX_BAT_RESERVED(e) (((e) >> 3) & 0x1FFFF)
+#define VHDX_BAT_OFFSET(e) ((e) & ~UINT64_C (0xFFFFF))
+
+/* Little-endian fields. */
+static inline uint16_t le16 (const uint8_t *p)
+{ return p[0] | (uint16_t) p[1] << 8; }
+static inline uint32_t le32 (const uint8_t *p)
+{ return p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 |
+         (uint32_t) p[3] << 24; }
+static inline uint64_t le64 (const uint8_t *p)
+{ return le32 (p) | (uint64_t) le32 (p + 4) << 32; }
+
+/* CRC-32C (Castagnoli) of buf, whose 4 bytes at csum_off count as
+ * zero: the checksum of headers, region tables and log entries. */
+uint32_t vhdx_crc32c (const uint8_t *buf, size_t len, size_t csum_off);
+/* Running CRC-32C: start from 0, feed pieces in order. */
+uint32_t vhdx_crc32c_update (uint32_t crc, const uint8_t *buf, size_t len);
+
+/* GUIDs are kept as the 16 bytes stored (Windows layout: Data1-3
+ * little-endian).  Text form "xxxxxxxx-xxxx-...", lower case. */
+void vhdx_guid_format (const uint8_t g[16], char out[37]);
+/* Parse "{xxxxxxxx-...}" (braces optional, any case); -1 if not. */
+int vhdx_guid_parse (const char *s, uint8_t g[16]);
+bool vhdx_guid_is_zero (const uint8_t g[16]);
+
+/* Known GUIDs, as stored. */
+extern const uint8_t vhdx_guid_bat[16], vhdx_guid_metadata[16];
+extern const uint8_t vhdx_item_file_params[16], vhdx_item_disk_size[16],
+  vhdx_item_disk_id[16], vhdx_item_logical_sector[16],
+  vhdx_item_physical_sector[16], vhdx_item_parent_locator[16],
+  vhdx_item_chs[16], vhdx_item_incomplete[16], vhdx_item_pmem[16],
+  vhdx_locator_type[16];
+
+struct vhdx_header {
+  bool valid;                   /* signature and CRC */
+  uint32_t checksum;
+  uint64_t seq;
+  uint8_t file_write_guid[16], data_write_guid[16], log_guid[16];
+  uint16_t log_version, version;
+  uint32_t log_length;
+  uint64_t log_offset;
+};
+
+struct vhdx_region {
+  uint8_t guid[16];
+  uint64_t offset;
+  uint32_t length;
+  uint32_t required;
+};
+
+struct vhdx_item {
+  uint8_t guid[16];
+  uint32_t offset, length, flags;
+};
+#define VHDX_ITEM_USER 1u
+#define VHDX_ITEM_VIRTUAL_DISK 2u
+#define VHDX_ITEM_REQUIRED 4u
+
+struct vhdx_kv {
+  char *key, *value;            /* UTF-8 */
+};
+
+/* A range of the file as the replayed log says it is (log.c). */
+struct vhdx_patch {
+  uint64_t off, len;
+  const uint8_t *data;          /* NULL: zeros */
+};
+
+struct vhdx_log_replay {
+  struct vhdx_patch *v;         /* sorted by off, disjoint */
+  size_t n, cap;
+  uint8_t *pages;               /* the rebuilt data pages */
+  size_t n_pages;
+  unsigned entries;             /* entries of the active sequence */
+  uint64_t first_seq, last_seq;
+  uint64_t flushed_file_offset, last_file_offset;
+};
+
+struct vhdx_bat_cache;
+
+struct vhdx_file {
+  struct vhd_layer l;           /* first: the core sees only this */
+
+  bool identified;               /* the 'vhdxfile' signature is there */
+  char *creator;                /* the identifier's creator (UTF-8) */
+  struct vhdx_header hdr[2];
+  int current;                  /* index of the current header */
+  struct vhdx_region *regions;  /* of the table in use */
+  uint32_t n_regions;
+  int region_table;             /* 0 or 1: the one in use */
+  bool region_tables_differ;
+  uint64_t bat_offset, meta_offset;
+  uint32_t bat_length, meta_length;
+
+  struct vhdx_item *items;      /* the metadata table */
+  uint32_t n_items;
+  uint32_t block_size;
+  bool leave_allocated, has_parent;
+  uint64_t virtual_size;
+  uint8_t disk_id[16];
+  uint32_t logical_sector, physical_sector;
+  bool has_chs;
+  struct vhdx_kv *locator;      /* the parent locator's keys */
+  uint32_t n_locator;
+  bool has_linkage2;
+
+  uint32_t chunk_ratio;         /* payload blocks per sector bitmap */
+  uint64_t bat_entries;
+
+  struct vhdx_log_replay *replay;  /* NULL: the log is empty */
+  uint64_t data_end;            /* file size, or LastFileOffset of a
+                                   replayed log when larger: bytes past
+                                   EOF up to it read as zeros */
+  struct vhdx_bat_cache *bat_cache;
+};
+
+static inline struct vhdx_file *
+vhdx_file (struct vhd_layer *l)
+{
+  return (struct vhdx_file *) l;
+}
+
+/* file.c */
+int vhdx_file_open (const char *path, bool writable,
+                    const struct vhd_open_options *opts,
+                    struct vhdx_file **out);
+void vhdx_file_close (struct vhdx_file *f);
+/* The value of locator key (NULL if absent). */
+const char *vhdx_locator_get (const struct vhdx_file *f, const char *key);
+
+/* log.c: find the active sequence of the log named by the current
+ * header and replay it into f->replay (never into the file). */
+int vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts);
+void vhdx_log_free (struct vhdx_file *f);
+/* Read the file as the replayed log says it is: every read of the
+ * file's structures and data goes through this.  Bytes past EOF (up
+ * to data_end) are zeros. */
+int vhdx_pread (struct vhdx_file *f, void *buf, size_t n, uint64_t off);
+
+/* bat.c */
+int vhdx_bat_init (struct vhdx_file *f);
+void vhdx_bat_free (struct vhdx_file *f);
+/* BAT entry i, decoded and validated (-1 after a message). */
+int vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry);
+static inline uint64_t vhdx_payload_index (const struct vhdx_file *f,
+                                           uint64_t blk)
+{ return blk + blk / f->chunk_ratio; }
+static inline uint64_t vhdx_sb_index (const struct vhdx_file *f, uint64_t chunk)
+{ return chunk * (f->chunk_ratio + (uint64_t) 1) + f->chunk_ratio; }
+/* Check mode: every entry, every overlap (reports, no failure). */
+void vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts);
+/* Payload blocks per state (counts[8]); -1 on a read error. */
+int vhdx_bat_count (struct vhdx_file *f, uint64_t counts[8]);
+
+#endif /* VHDX_FORMAT_H */
