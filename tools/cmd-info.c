@@ -40,6 +40,12 @@ struct facts {
   char size_h[32], alloc_h[32];
 };
 
+static bool
+is_vhdx (const struct vhd_layer_info *f)
+{
+  return strcmp (f->format, "VHDX") == 0;
+}
+
 static void
 gather (struct vhd_layer *l, struct facts *x)
 {
@@ -48,7 +54,7 @@ gather (struct vhd_layer *l, struct facts *x)
   format_time (x->i.created, x->created, sizeof x->created);
   human_size (x->i.size, x->size_h, sizeof x->size_h);
   human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
-  if (x->i.type == VHD_TYPE_DIFF)
+  if (x->i.type == VHD_TYPE_DIFF && !is_vhdx (&x->i))
     format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
 
@@ -81,6 +87,7 @@ print_text (const struct facts *x, const struct vhd_chain *c,
   unsigned i, k;
 
   printf ("file:              %s\n", x->path);
+  printf ("format:            %s\n", f->format);
   printf ("type:              %s\n", vhd_type_name (f->type));
   printf ("virtual size:      %" PRIu64 " (%s)\n", f->size, x->size_h);
   if (f->size_rule)
@@ -89,13 +96,20 @@ print_text (const struct facts *x, const struct vhd_chain *c,
     printf ("current size:      %" PRIu64 "\n", f->current_size);
     printf ("geometry size:     %" PRIu64 "\n", f->geometry_size);
   }
-  if (f->type != VHD_TYPE_FIXED)
+  if (f->type != VHD_TYPE_FIXED || is_vhdx (f))
     printf ("block size:        %u\n", f->block_size);
-  printf ("creator:           \"%s\" %u.%u (%s)\n", f->creator,
-          f->creator_version >> 16, f->creator_version & 0xffff,
-          f->creator_os);
-  printf ("created:           %s\n", x->created);
-  printf ("unique id:         %s\n", f->id);
+  if (is_vhdx (f)) {
+    printf ("logical sector:    %u\n", f->sector_size);
+    printf ("creator:           \"%s\"\n", f->creator);
+    printf ("data write guid:   %s\n", f->id);
+  }
+  else {
+    printf ("creator:           \"%s\" %u.%u (%s)\n", f->creator,
+            f->creator_version >> 16, f->creator_version & 0xffff,
+            f->creator_os);
+    printf ("created:           %s\n", x->created);
+    printf ("unique id:         %s\n", f->id);
+  }
   if (f->has_geometry)
     printf ("geometry (CHS):    %u/%u/%u\n", f->cylinders, f->heads,
             f->sectors_per_track);
@@ -111,11 +125,20 @@ print_text (const struct facts *x, const struct vhd_chain *c,
   if (f->type == VHD_TYPE_DIFF) {
     printf ("parent id:         %s\n", f->parent_id);
     printf ("parent name:       %s\n", f->parent_name);
-    printf ("parent timestamp:  %s\n", x->parent_time);
+    if (!is_vhdx (f))
+      printf ("parent timestamp:  %s\n", x->parent_time);
     for (i = 0; i < f->n_locators; i++)
-      printf ("locator %d:         %s %s\n", f->locators[i].slot,
-              f->locators[i].kind,
-              f->locators[i].text ? f->locators[i].text : "(unreadable)");
+      if (is_vhdx (f))
+        printf ("locator:           %s = %s\n", f->locators[i].kind,
+                f->locators[i].text ? f->locators[i].text : "(unreadable)");
+      else
+        printf ("locator %d:         %s %s\n", f->locators[i].slot,
+                f->locators[i].kind,
+                f->locators[i].text ? f->locators[i].text : "(unreadable)");
+  }
+  for (i = 0; i < f->n_facts; i++) {
+    int w = printf ("%s:", f->facts[i].name);
+    printf ("%*s%s\n", w < 19 ? 19 - w : 1, "", f->facts[i].value);
   }
   printf ("chain:\n");
   if (c)
@@ -136,25 +159,32 @@ print_json (const struct facts *x, const struct vhd_chain *c,
 
   printf ("{\n  \"file\": ");
   json_string (stdout, x->path);
-  printf (",\n  \"type\": \"%s\",\n", vhd_type_name (f->type));
+  printf (",\n  \"format\": \"%s\",\n", f->format);
+  printf ("  \"type\": \"%s\",\n", vhd_type_name (f->type));
   printf ("  \"virtual-size\": %" PRIu64 ",\n", f->size);
   printf ("  \"current-size\": %" PRIu64 ",\n", f->current_size);
-  printf ("  \"geometry-size\": %" PRIu64 ",\n", f->geometry_size);
-  printf ("  \"size-rule\": \"%s\",\n",
-          f->size_from_geometry ? "geometry" : "current");
-  printf ("  \"size-rule-reason\": ");
-  json_string (stdout, f->size_rule ? f->size_rule : "");
-  printf (",\n  \"quirks\": [");
-  print_quirks (f, true);
-  printf ("],\n");
-  if (f->type != VHD_TYPE_FIXED)
+  if (!is_vhdx (f)) {
+    printf ("  \"geometry-size\": %" PRIu64 ",\n", f->geometry_size);
+    printf ("  \"size-rule\": \"%s\",\n",
+            f->size_from_geometry ? "geometry" : "current");
+    printf ("  \"size-rule-reason\": ");
+    json_string (stdout, f->size_rule ? f->size_rule : "");
+    printf (",\n  \"quirks\": [");
+    print_quirks (f, true);
+    printf ("],\n");
+  }
+  if (f->type != VHD_TYPE_FIXED || is_vhdx (f))
     printf ("  \"block-size\": %u,\n", f->block_size);
+  printf ("  \"logical-sector-size\": %u,\n", f->sector_size);
   printf ("  \"creator\": ");
   json_string (stdout, f->creator);
-  printf (",\n  \"creator-version\": \"%u.%u\",\n",
-          f->creator_version >> 16, f->creator_version & 0xffff);
-  printf ("  \"creator-os\": \"%s\",\n", f->creator_os);
-  printf ("  \"created\": \"%s\",\n", x->created);
+  printf (",\n");
+  if (!is_vhdx (f)) {
+    printf ("  \"creator-version\": \"%u.%u\",\n",
+            f->creator_version >> 16, f->creator_version & 0xffff);
+    printf ("  \"creator-os\": \"%s\",\n", f->creator_os);
+    printf ("  \"created\": \"%s\",\n", x->created);
+  }
   printf ("  \"unique-id\": \"%s\",\n", f->id);
   if (f->has_geometry)
     printf ("  \"geometry\": { \"cylinders\": %u, \"heads\": %u, "
@@ -162,25 +192,41 @@ print_json (const struct facts *x, const struct vhd_chain *c,
             f->sectors_per_track);
   printf ("  \"allocated\": %" PRIu64 ",\n", f->allocated);
   printf ("  \"file-size\": %" PRIu64 ",\n", f->file_size);
-  printf ("  \"footer-from-copy\": %s,\n",
-          f->footer_from_copy ? "true" : "false");
+  if (!is_vhdx (f))
+    printf ("  \"footer-from-copy\": %s,\n",
+            f->footer_from_copy ? "true" : "false");
   if (f->type == VHD_TYPE_DIFF) {
     printf ("  \"parent-id\": \"%s\",\n  \"parent-name\": ", f->parent_id);
     json_string (stdout, f->parent_name);
-    printf (",\n  \"parent-timestamp\": \"%s\",\n  \"locators\": [",
-            x->parent_time);
+    if (!is_vhdx (f))
+      printf (",\n  \"parent-timestamp\": \"%s\"", x->parent_time);
+    printf (",\n  \"locators\": [");
     for (i = 0; i < f->n_locators; i++) {
-      printf ("%s\n    { \"slot\": %d, \"code\": ", i ? "," : "",
-              f->locators[i].slot);
-      json_string (stdout, f->locators[i].kind);
-      printf (", \"path\": ");
-      if (f->locators[i].text)
-        json_string (stdout, f->locators[i].text);
+      const struct vhd_locator_info *li = &f->locators[i];
+      if (is_vhdx (f))
+        printf ("%s\n    { \"key\": ", i ? "," : "");
+      else
+        printf ("%s\n    { \"slot\": %d, \"code\": ", i ? "," : "",
+                li->slot);
+      json_string (stdout, li->kind);
+      printf (is_vhdx (f) ? ", \"value\": " : ", \"path\": ");
+      if (li->text)
+        json_string (stdout, li->text);
       else
         printf ("null");
       printf (" }");
     }
     printf ("\n  ],\n");
+  }
+  if (f->n_facts) {
+    printf ("  \"details\": {");
+    for (i = 0; i < f->n_facts; i++) {
+      printf ("%s\n    ", i ? "," : "");
+      json_string (stdout, f->facts[i].name);
+      printf (": ");
+      json_string (stdout, f->facts[i].value);
+    }
+    printf ("\n  },\n");
   }
   printf ("  \"chain\": ");
   if (c) {

@@ -305,8 +305,10 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   fact (x, "physical sector size", "%u", f->physical_sector);
   vhdx_guid_format (f->disk_id, g);
   fact (x, "virtual disk id", "%s", g);
-  fact (x, "flags", "%s%s%s", f->leave_allocated ? "LeaveBlockAllocated " : "",
-        f->has_parent ? "HasParent" : "", "");
+  fact (x, "file flags", "%s%s%s",
+        f->leave_allocated ? "LeaveBlockAllocated" : "",
+        f->leave_allocated && f->has_parent ? ", " : "",
+        f->has_parent ? "HasParent" : !f->leave_allocated ? "none" : "");
   describe_headers (f, x);
   if (f->replay)
     fact (x, "log", "replayed in memory: %u entries, sequence %" PRIu64
