@@ -1527,7 +1527,7 @@ class VhdxFile:
         self.overlay_keys = []
         self.log = None
         self.sb_cache = {}
-        self.f = open(path, "rb")
+        self.f = open(path, "rb", buffering=0)
         self.file_size = os.fstat(self.f.fileno()).st_size
         self.eff_size = self.file_size
 
@@ -1541,9 +1541,17 @@ class VhdxFile:
 
     # raw and overlaid reads
     def raw_read(self, off, n):
-        self.f.seek(off)
-        data = self.f.read(n)
-        return data + bytes(n - len(data))
+        # pread: data_ranges() moves the descriptor's offset with lseek
+        parts, fd = [], self.f.fileno()
+        while n > 0:
+            data = os.pread(fd, n, off)
+            if not data:
+                break
+            parts.append(data)
+            off += len(data)
+            n -= len(data)
+        parts.append(bytes(n))
+        return b"".join(parts)
 
     def read(self, off, n):
         data = self.raw_read(off, n)
