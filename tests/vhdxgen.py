@@ -1340,6 +1340,8 @@ class Image:
                    "last_file_offset": last, "file_size": size,
                    "pages": ["0x%x" % o for o in pages]}
         if lg["stale_behind_zero_guid"]:
+            # nothing pending: the file itself is correct
+            self.poison = {}
             seq = rng.randrange(1 << 40, 1 << 62)
             e0 = make_entry(guid, seq, 0, [], flushed, last)
             e1 = make_entry(guid, seq + 1, 0, poison_descs, flushed, last)
@@ -1395,10 +1397,13 @@ class Image:
                                torn="seq" if lg["torn"] == "seq" else "crc")
                 extra.append(("torn", t))
             if lg["stale"]:
+                # a complete newer sequence of another session: only the
+                # LogGuid check rejects it
                 other = L.random_guid()
+                op = (pos + sum(len(x) for _, x in extra)) % Lr
                 extra.append(("other_guid", make_entry(
-                    other, head_seq + 1, start, poison_descs, flushed,
-                    last)))
+                    other, head_seq + 1 + len(extra), op, poison_descs,
+                    flushed, last)))
                 extra.append(("gap", bytes(PAGE)))
                 so = (pos + sum(len(x) for _, x in extra)) % Lr
                 e1 = make_entry(guid, seq0 - 50, so, poison_descs, flushed,
