@@ -24,6 +24,9 @@ PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
 VHDTOOL="$top_builddir/tools/vhdtool"
 FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 VHDGEN="/usr/bin/python3 $top_srcdir/tests/vhdgen.py"
+VHDXGEN="/usr/bin/python3 $top_srcdir/tests/vhdxgen.py"
+# cmp for sparse images: reads only where either file has data.
+SPARSECMP="/usr/bin/python3 $top_srcdir/tests/sparsecmp.py"
 # vhdgen_make DESCRIPTION SPEC DIR: build the images of SPEC into DIR
 # with tests/vhdgen.py, as one TAP check (its log on failure).
 vhdgen_make () {
@@ -130,7 +133,7 @@ out_has () {
 
 # check_same DESC FILE1 FILE2: byte-identical files.
 check_same () {
-  if cmp "$2" "$3" > "$tmp/.out" 2>&1; then
+  if $SPARSECMP "$2" "$3" > "$tmp/.out" 2>&1; then
     pass "$1"
   else
     fail "$1"
@@ -192,7 +195,7 @@ reads_as () {
   shift 2
   rm -f "$tmp/.read.raw"
   if read_all "$tmp/.read.raw" "$@" > "$tmp/.out" 2>&1 &&
-     cmp "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
+     $SPARSECMP "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
     pass "$desc"
   else
     fail "$desc"
