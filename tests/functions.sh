@@ -37,6 +37,15 @@ vhdgen_make () {
     diag_file "$tmp/.vhdgen"
   fi
 }
+# vhdxgen_make DESCRIPTION SPEC DIR: the same with tests/vhdxgen.py.
+vhdxgen_make () {
+  if $VHDXGEN make "$2" "$3" > "$tmp/.vhdxgen" 2>&1; then
+    pass "$1"
+  else
+    fail "$1"
+    diag_file "$tmp/.vhdxgen"
+  fi
+}
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
 

@@ -98,6 +98,22 @@ ovserve "$PLUGIN" "$tmp/win10-dynamic.vhdx" overlay-scope=connection -- '
   > "$tmp/.out" 2>&1 &&
   pass "overlay filter over a VHDX, overlay-scope=connection" ||
   { fail "overlay filter over a VHDX"; diag_file "$tmp/.out"; }
+# Nothing writes VHDX yet: every writing command says so, and makes or
+# changes nothing.
+check_fails "create -p with a VHDX parent: refused" \
+  'win10-dynamic\.vhdx: is a VHDX file: creating VHDX files \(and children of them\) is not supported yet' \
+  "$VHDTOOL" create -p "$tmp/win10-dynamic.vhdx" "$tmp/child.vhd"
+[ ! -e "$tmp/child.vhd" ] && pass "... and no file made" || fail "child.vhd made"
+check_fails "set-parent of a VHDX: refused" \
+  'win-differencing\.avhdx: writing VHDX files is not supported yet' \
+  "$VHDTOOL" set-parent "$tmp/win-differencing.avhdx" "$tmp/win10-dynamic.vhdx"
+check_fails "merge of a VHDX: refused" 'win-differencing\.avhdx: ' \
+  "$VHDTOOL" merge "$tmp/win-differencing.avhdx"
+check_fails "overlay-save onto a VHDX parent: refused at start" \
+  'overlay-save-parent: .*win10-dynamic\.vhdx is a VHDX file: saving the overlay as a child of it is not supported yet' \
+  nbdkit -U "$(newsock)" --filter="$FILTER" "$PLUGIN" "$tmp/win10-dynamic.vhdx" \
+    overlay-save="$tmp/saved.vhd" overlay-save-parent="$tmp/win10-dynamic.vhdx" \
+    --run true
 unchanged "the image files were never modified"
 
 # qemu-img's own VHDX files (dynamic and fixed, several block and log

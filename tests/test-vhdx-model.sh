@@ -20,14 +20,6 @@ gen () {
   printf '%s\n' "$2" > "$d/$1.json"
   vhdxgen_make "vhdxgen: $1" "$d/$1.json" "$d/$1"
 }
-vhdxgen_make () {
-  if $VHDXGEN make "$2" "$3" > "$tmp/.vhdxgen" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.vhdxgen"
-  fi
-}
 
 # model NAME TOP [PLUGIN-ARGS...]: plugin and vhdtool convert show the
 # model; vhdtool check is clean; extents never call data zero.
@@ -135,6 +127,9 @@ gen states '{ "size": 67108864, "seed": 6, "block_size": 2097152, "layers": [
     "states": {"1": "undefined", "2": "zero", "3": "unmapped",
                "4": "unmapped5", "5": "not_present"} } ] }'
 model states top.vhdx
+serve -r "$d/states/top.vhdx" -- 'nbdinfo --map "$uri"' > "$tmp/.out" 2>&1
+out_has "extents: UNDEFINED, ZERO, UNMAPPED and state 5 report as zero" \
+  "^ +2097152 +8388608 +[23] +(hole,)?zero"
 gen partial-dynamic '{ "size": 16777216, "seed": 7, "block_size": 2097152,
   "layers": [ { "file": "d.vhdx", "writes": [[100000, 5000]],
                 "partial_in_dynamic": [0, 3] } ] }'
