@@ -28,24 +28,20 @@ VHDXGEN="/usr/bin/python3 $top_srcdir/tests/vhdxgen.py"
 # cmp for sparse images: reads only where either file has data.
 SPARSECMP="/usr/bin/python3 $top_srcdir/tests/sparsecmp.py"
 # vhdgen_make DESCRIPTION SPEC DIR: build the images of SPEC into DIR
-# with tests/vhdgen.py, as one TAP check (its log on failure).
-vhdgen_make () {
-  if $VHDGEN make "$2" "$3" > "$tmp/.vhdgen" 2>&1; then
+# with tests/vhdgen.py, as one TAP check (its log on failure);
+# vhdxgen_make: the same with tests/vhdxgen.py.
+_gen_make () {
+  local gen=$1
+  shift
+  if $gen make "$2" "$3" > "$tmp/.gen" 2>&1; then
     pass "$1"
   else
     fail "$1"
-    diag_file "$tmp/.vhdgen"
+    diag_file "$tmp/.gen"
   fi
 }
-# vhdxgen_make DESCRIPTION SPEC DIR: the same with tests/vhdxgen.py.
-vhdxgen_make () {
-  if $VHDXGEN make "$2" "$3" > "$tmp/.vhdxgen" 2>&1; then
-    pass "$1"
-  else
-    fail "$1"
-    diag_file "$tmp/.vhdxgen"
-  fi
-}
+vhdgen_make () { _gen_make "$VHDGEN" "$@"; }
+vhdxgen_make () { _gen_make "$VHDXGEN" "$@"; }
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
 
@@ -209,6 +205,25 @@ reads_as () {
   else
     fail "$desc"
     diag_file "$tmp/.out"
+  fi
+}
+
+# hash_of ARGS...: sha256 of what the plugin serves (read-only) for ARGS.
+hash_of () {
+  serve -r "$@" -- 'nbdcopy "$uri" -' | sha256sum | cut -d' ' -f1
+}
+
+# check_hash DESC SHA256 ARGS...: the plugin serving ARGS shows content
+# of that sha256.
+check_hash () {
+  local desc=$1 want=$2 got
+  shift 2
+  got=$(hash_of "$@" 2> "$tmp/.err")
+  if [ "$got" = "$want" ]; then
+    pass "$desc"
+  else
+    fail "$desc: got $got"
+    diag_file "$tmp/.err"
   fi
 }
 

@@ -9,22 +9,6 @@
 [ -d "$IMAGES" ] || skip_all "no images directory ($IMAGES)"
 command -v qemu-img > /dev/null || skip_all "qemu-img not installed"
 
-hash_of () {
-  serve -r "$@" -- 'nbdcopy "$uri" -' | sha256sum | cut -d' ' -f1
-}
-
-check_hash () {
-  local desc=$1 want=$2 got
-  shift 2
-  got=$(hash_of "$@" 2> "$tmp/.err")
-  if [ "$got" = "$want" ]; then
-    pass "$desc"
-  else
-    fail "$desc: got $got"
-    diag_file "$tmp/.err"
-  fi
-}
-
 for f in win10-dynamic.vhdx win10-fixed.vhdx win-differencing.avhdx; do
   gunzip -c "$IMAGES/$f.gz" > "$tmp/$f"
 done
