@@ -59,6 +59,44 @@ assert end == os.path.getsize(sys.argv[2]), ("size", end)
   unchanged "$name: no file modified"
 }
 
+# randreads NAME TOP: 3000 reads of random offsets and lengths (unaligned
+# heads and tails, one byte, whole blocks, the end of the disk), 16 in
+# flight, against the model.
+randreads () {
+  serve -r "$d/$1/$2" -- '/usr/bin/python3 -c "
+import random, sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+size = h.get_size()
+model = open(sys.argv[2], \"rb\")
+r = random.Random(99)
+reqs = []
+for i in range(3000):
+    n = r.choice([1, 511, 512, 4095, 4096, 65537, 1 << 20, 3 << 20])
+    off = r.choice([r.randrange(size), size - r.randrange(1, 70000),
+                    r.randrange(size // 512) * 512])
+    off = max(0, min(off, size - 1))
+    reqs.append((off, min(n, size - off)))
+bufs = {}
+def done(i, err):
+    return 1
+inflight = []
+for i, (off, n) in enumerate(reqs):
+    b = nbd.Buffer(n)
+    bufs[i] = b
+    inflight.append(h.aio_pread(b, off))
+    while h.aio_in_flight() >= 16:
+        h.poll(-1)
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+for i, (off, n) in enumerate(reqs):
+    model.seek(off)
+    assert bufs[i].to_bytearray() == model.read(n), (off, n)
+print(len(reqs), \"reads ok\")
+" "$uri" '"$d/$1/expected.raw" > "$tmp/.out" 2>&1 &&
+    pass "$1: 3000 random concurrent reads equal the model" ||
+    { fail "$1: random reads"; diag_file "$tmp/.out"; }
+}
+
 # ------------------------------------------------------------ chains
 
 # Depth 16, block sizes from 1 to 256 MiB per layer, a size that is not
@@ -94,6 +132,7 @@ print(json.dumps({"size": size, "seed": 16, "layers": layers}))
 PY
 gen deep "$(cat "$d/deep.json")"
 model deep l15.vhdx
+randreads deep l15.vhdx
 
 # 4096-byte logical sectors: bitmaps of one bit per 4 KiB, odd patterns.
 gen sector4k '{ "size": 203423744, "seed": 4, "logical_sector_size": 4096,
@@ -106,6 +145,7 @@ gen sector4k '{ "size": 203423744, "seed": 4, "logical_sector_size": 4096,
     "writes": [[0, 1], [8192, 4096], [200000000, 40960]],
     "states": {"3": "zero"} } ] }'
 model sector4k top.vhdx
+randreads sector4k top.vhdx
 
 # Past the first chunk (4 GiB at 512-byte sectors): the interleaved
 # sector-bitmap entries, and bitmap addressing by chunk.
@@ -179,6 +219,7 @@ for opts in '"changes": ["bat"]' \
   echo "$opts" > "$d/log$n/what"
   model "log$n" top.vhdx
 done
+randreads log2 top.vhdx
 # A pending log in a parent too, and clean files with stale entries.
 gen log-parent '{ "size": 33554432, "seed": 40, "block_size": 1048576,
   "layers": [
