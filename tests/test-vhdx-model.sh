@@ -56,8 +56,17 @@ for e in m:
 import os
 assert end == os.path.getsize(sys.argv[2]), ("size", end)
 ' "$d/$name/map.json" "$d/$name/expected.raw"
+  # vhdtool check: clean, or (check_wants=REGEX) the problems expected.
+  if [ -n "${check_wants:-}" ]; then
+    check_fails "$name: vhdtool check names what it must" "$check_wants" \
+      "$VHDTOOL" check "$d/$name/$top" "${check_args[@]}"
+  else
+    check "$name: vhdtool check is clean" \
+      "$VHDTOOL" check "$d/$name/$top" "${check_args[@]}"
+  fi
   unchanged "$name: no file modified"
 }
+check_args=()
 
 # randreads NAME TOP: 3000 reads of random offsets and lengths (unaligned
 # heads and tails, one byte, whole blocks, the end of the disk), 16 in
@@ -166,14 +175,16 @@ gen states '{ "size": 67108864, "seed": 6, "block_size": 2097152, "layers": [
     "writes": [[4096, 512]],
     "states": {"1": "undefined", "2": "zero", "3": "unmapped",
                "4": "unmapped5", "5": "not_present"} } ] }'
-model states top.vhdx
+check_wants='entry 4: state 5 \(UNMAPPED of draft 0\.95\), read as unmapped' \
+  model states top.vhdx
 serve -r "$d/states/top.vhdx" -- 'nbdinfo --map "$uri"' > "$tmp/.out" 2>&1
 out_has "extents: UNDEFINED, ZERO, UNMAPPED and state 5 report as zero" \
   "^ +2097152 +8388608 +[23] +(hole,)?zero"
 gen partial-dynamic '{ "size": 16777216, "seed": 7, "block_size": 2097152,
   "layers": [ { "file": "d.vhdx", "writes": [[100000, 5000]],
                 "partial_in_dynamic": [0, 3] } ] }'
-model partial-dynamic d.vhdx
+check_wants='entry 3: a partially present block in a disk without a parent' \
+  model partial-dynamic d.vhdx
 gen qemu-fixed '{ "size": 16777216, "seed": 8, "block_size": 2097152,
   "layers": [ { "file": "f.vhdx", "type": "fixed", "qemu_fixed": true,
                 "writes": [[3000000, 7000]] } ] }'
@@ -192,11 +203,17 @@ gen layout '{ "size": 33554432, "seed": 9, "block_size": 1048576, "layers": [
     "user_metadata": [{"guid": "virtual_disk_size", "data_hex": "0000000000000001"}] },
   { "file": "top.vhdx", "type": "differencing", "writes": [[5000000, 3333]],
     "bad_region_crc": 1, "block_order": "reverse" } ] }'
-model layout top.vhdx
+check_wants='region table 1 is not valid \(CRC-32C mismatch\): region table 2 is used' \
+  model layout top.vhdx
+out_has "layout: check names the damaged header of the parent" \
+  'base\.vhdx: \[headers\] header 2 is not valid \(CRC-32C mismatch'
+out_has "layout: check notes the unknown optional item" \
+  'unknown optional metadata item 12345678-1234-1234-1234-123456789abc ignored' 
 gen equal-seq '{ "size": 8388608, "seed": 10, "layers": [
   { "file": "e.vhdx", "writes": [[0, 4096]], "equal_seq": true,
     "bad_header_crc": 1 } ] }'
-model equal-seq e.vhdx
+check_wants='header 1 is not valid \(CRC-32C mismatch' \
+  model equal-seq e.vhdx
 
 # ------------------------------------------------------------ logs
 
@@ -217,7 +234,8 @@ for opts in '"changes": ["bat"]' \
       "writes": [[1000, 2000], [9000000, 100000], [33554432, 4096]],
       "log": { '"$opts"' } } ] }'
   echo "$opts" > "$d/log$n/what"
-  model "log$n" top.vhdx
+  check_wants='\[log\] the log \(LogGuid [0-9a-f-]+\) needs replaying' \
+    model "log$n" top.vhdx
 done
 randreads log2 top.vhdx
 # A pending log in a parent too, and clean files with stale entries.
@@ -227,7 +245,8 @@ gen log-parent '{ "size": 33554432, "seed": 40, "block_size": 1048576,
     "log": { "entries": 2, "changes": ["bat", "metadata"] } },
   { "file": "top.vhdx", "type": "differencing", "writes": [[1048576, 4096]],
     "log": { "stale_behind_zero_guid": true } } ] }'
-model log-parent top.vhdx
+check_wants='base\.vhdx: \[log\] the log .* needs replaying: 2 entries' \
+  model log-parent top.vhdx
 serve -r "$d/log-parent/top.vhdx" -v -D vhd.verbose=1 -- true > "$tmp/.out" 2>&1
 out_has "-D vhd.verbose=1 says what was replayed, in which file" \
   'base\.vhdx: log [0-9a-f-]+: replayed 2 entries \(sequence [0-9]+\.\.[0-9]+\) in memory'

@@ -360,9 +360,11 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
   f->replay = rp;
   f->data_end = MAX (f->l.file_size, rp->last_file_offset);
   vhd_report (opts, VHD_NOTE, f->l.path, "log", "",
-              "log %s: %u entries (sequence %" PRIu64 "..%" PRIu64 ") "
-              "replayed in memory, %zu ranges", guid, rp->entries,
-              rp->first_seq, rp->last_seq, rp->n);
+              "the log (LogGuid %s) needs replaying: %u entries (sequence %"
+              PRIu64 "..%" PRIu64 ") hold metadata updates not yet in "
+              "place (the file was not closed cleanly); they are read "
+              "from the log, the file is not written", guid, rp->entries,
+              rp->first_seq, rp->last_seq);
   vhd_debug ("%s: log %s: replayed %u entries (sequence %" PRIu64 "..%"
              PRIu64 ") in memory: %zu ranges, LastFileOffset %" PRIu64,
              f->l.path, guid, rp->entries, rp->first_seq, rp->last_seq,
