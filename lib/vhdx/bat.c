@@ -281,7 +281,9 @@ vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts)
                 "out of memory checking overlaps");
     goto out;
   }
-  qsort (k.v, k.n, sizeof *k.v, compare_extent);
+  /* No present block: k.v is NULL, which qsort must not be given. */
+  if (k.n > 1)
+    qsort (k.v, k.n, sizeof *k.v, compare_extent);
   for (i = 1, k.reported = 0; i < k.n; i++)
     if (k.v[i].off < k.v[i - 1].off + k.v[i - 1].len &&
         k.reported++ < MAX_REPORTS)
