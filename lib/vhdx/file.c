@@ -246,13 +246,15 @@ read_region_table (struct vhdx_file *f, const struct vhd_open_options *opts)
   for (i = 0; i < f->n_regions; i++) {
     const uint8_t *e = t[use] + 16 + 32 * i;
     struct vhdx_region *g = &f->regions[i];
-    char name[40];
+    char buf[40];
+    const char *name;
 
     memcpy (g->guid, e, 16);
     g->offset = le64 (e + 16);
     g->length = le32 (e + 24);
     g->required = le32 (e + 28);
-    region_name (g->guid, name);
+    /* The BAT and metadata names are not written into buf. */
+    name = region_name (g->guid, buf);
     for (k = 0; k < i; k++)
       if (memcmp (f->regions[k].guid, g->guid, 16) == 0) {
         vhd_report (opts, VHD_ERROR, f->l.path, "region table", "",
