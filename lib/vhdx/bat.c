@@ -87,7 +87,9 @@ entry_problem (const struct vhdx_file *f, uint64_t i, uint64_t e,
     uint64_t start = blk * f->block_size;
     need = MIN ((uint64_t) f->block_size, f->virtual_size - start);
   }
-  if (off < VHDX_HEADER_SECTION || off + need > f->data_end) {
+  /* off is up to 2^64 - 1 MiB: off + need may wrap. */
+  if (off < VHDX_HEADER_SECTION || need > f->data_end ||
+      off > f->data_end - need) {
     snprintf (why, len, "%s at offset %" PRIu64 " lies %s",
               sb ? "sector bitmap block" : "block", off,
               off < VHDX_HEADER_SECTION ? "in the header section"

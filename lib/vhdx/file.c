@@ -128,6 +128,13 @@ read_headers (struct vhdx_file *f, const struct vhd_open_options *opts)
   return 0;
 }
 
+static bool
+log_past_eof (const struct vhdx_header *h, uint64_t file_size)
+{
+  return h->log_length > file_size ||
+         h->log_offset > file_size - h->log_length;
+}
+
 static int
 check_header (struct vhdx_file *f, const struct vhd_open_options *opts)
 {
@@ -157,13 +164,14 @@ check_header (struct vhdx_file *f, const struct vhd_open_options *opts)
                 h->log_offset, h->log_length);
     return unusable (f);
   }
-  if (h->log_offset + h->log_length > f->l.file_size &&
+  /* log_offset is any MiB multiple: the sum may wrap. */
+  if (log_past_eof (h, f->l.file_size) &&
       vhd_report (opts, dirty ? VHD_ERROR : VHD_NOTE, f->l.path, "header", "",
                   "header %d: the log (offset %" PRIu64 ", length %u) "
                   "ends past the end of the file (%" PRIu64 " bytes)", n,
                   h->log_offset, h->log_length, f->l.file_size))
     return unusable (f);
-  if (dirty && h->log_offset + h->log_length > f->l.file_size)
+  if (dirty && log_past_eof (h, f->l.file_size))
     return unusable (f);
   return 0;
 }
@@ -283,7 +291,7 @@ read_region_table (struct vhdx_file *f, const struct vhd_open_options *opts)
       r = unusable (f);
       goto out;
     }
-    if (g->offset + g->length > f->data_end) {
+    if (g->length > f->data_end || g->offset > f->data_end - g->length) {
       vhd_report (opts, VHD_ERROR, f->l.path, "region table", "",
                   "region %s (offset %" PRIu64 ", length %u) ends past the "
                   "end of the file (%" PRIu64 " bytes): the file is "
