@@ -570,6 +570,14 @@ vhdx_locator_get (const struct vhdx_file *f, const char *key)
   return NULL;
 }
 
+static int
+compare_key (const void *a, const void *b)
+{
+  const struct vhdx_kv *const *x = a, *const *y = b;
+
+  return strcmp ((*x)->key, (*y)->key);
+}
+
 /* The parent locator item (MS-VHDX 2.6.2.6): UTF-16LE keys and values,
  * offsets from the start of the item. */
 static int
@@ -579,7 +587,8 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
   const char *s = "metadata: parent locator";
   const char *link, *link2;
   uint8_t *buf = NULL;
-  uint32_t count, i, k;
+  const struct vhdx_kv **sorted = NULL;
+  uint32_t count, i;
   int r = -1;
 
   if (!f->has_parent) {
@@ -640,14 +649,22 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
       r = unusable (f);
       goto out;
     }
-    for (k = 0; k < i; k++)
-      if (strcmp (f->locator[k].key, kv->key) == 0) {
-        vhd_report (opts, VHD_ERROR, f->l.path, s, "",
-                    "key %s appears twice", kv->key);
-        r = unusable (f);
-        goto out;
-      }
   }
+  /* Every key once.  Sorted, not compared pairwise: an item may hold
+   * 65535 keys, and n^2 comparisons took seconds. */
+  sorted = malloc (count * sizeof *sorted);
+  if (sorted == NULL)
+    goto out;
+  for (i = 0; i < count; i++)
+    sorted[i] = &f->locator[i];
+  qsort (sorted, count, sizeof *sorted, compare_key);
+  for (i = 1; i < count; i++)
+    if (strcmp (sorted[i - 1]->key, sorted[i]->key) == 0) {
+      vhd_report (opts, VHD_ERROR, f->l.path, s, "",
+                  "key %s appears twice", sorted[i]->key);
+      r = unusable (f);
+      goto out;
+    }
   link = vhdx_locator_get (f, "parent_linkage");
   if (link == NULL || vhdx_guid_parse (link, f->l.parent_id) == -1) {
     vhd_report (opts, VHD_ERROR, f->l.path, s, "",
@@ -665,6 +682,7 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
     f->l.has_parent_id2 = true;
   r = 0;
  out:
+  free (sorted);
   free (buf);
   return r;
 }
