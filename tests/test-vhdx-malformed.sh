@@ -275,6 +275,10 @@ d = case("locator-key-twice", "key parent_linkage appears twice", CHILD)
 # parent_linkage2's key cut to its first 14 characters
 item_data(C(d), PARENT_LOCATOR, locator_entry(child, "parent_linkage2")[2] + 8,
           struct.pack("<H", 28))
+# 63236 distinct keys, then one twice: found quickly (the time limit
+# catches a pairwise comparison of every key, seconds on this file).
+d = case("locator-65535-keys-last-twice", "key .* appears twice", CHILD)
+many_locator_keys(C(d))
 
 # ---- BAT entries: refused when read
 read = dict(mode="read")

@@ -263,3 +263,34 @@ def log_entries(f):
     off, length = log_area(f)
     ring = rd(f, off, length)
     return [p for p in range(0, length, 4096) if ring[p:p + 4] == b"loge"]
+
+
+def many_locator_keys(f, dup_last=True):
+    """Rewrite the parent locator with its keys plus as many distinct
+    one-character keys as fit (up to 65535 entries in all), the last a
+    copy of the one before when dup_last; every value the
+    parent_linkage one."""
+    it = items(f)[item_index(f, PARENT_LOCATOR)]
+    orig = item_read(f, PARENT_LOCATOR)
+    ents = locator_entries(f)
+    old_base = 20 + 12 * len(ents)
+    chars = [c for c in range(0x100, 0xD800)] + list(range(0xE000, 0xFFFF))
+    n = min(len(ents) + len(chars), 65535)
+    chars = chars[:n - len(ents)]
+    if dup_last:
+        chars[-1] = chars[-2]
+    base = 20 + 12 * n
+    table = bytearray(orig[:18] + struct.pack("<H", n))
+    for e in ents:
+        table += struct.pack("<IIHH", e[3] - old_base + base,
+                             e[4] - old_base + base, e[5], e[6])
+    blob = bytearray(orig[old_base:])
+    value = ents[0][4] - old_base + base
+    for c in chars:
+        table += struct.pack("<IIHH", base + len(blob), value, 2, 2)
+        blob += struct.pack("<H", c)
+    data = bytes(table + blob)
+    assert it[1] + len(data) <= MiB
+    meta(f, it[1], data)
+    meta(f, item_entry_at(f, PARENT_LOCATOR) + 20, struct.pack("<I", len(data)))
+    return chr(chars[-1])
