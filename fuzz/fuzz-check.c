@@ -63,6 +63,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_write_file (FUZZ_NAMES[0], data, size);
     fuzz_unlink (FUZZ_NAMES[1]);
     fuzz_unlink (FUZZ_NAMES[2]);
+    for (k = 0; k < VHDX_FUZZ_FILES; k++)
+      fuzz_unlink (VHDX_FUZZ_NAMES[k]);
   }
   if (vhd_chain_open (fuzz_path (0, top), &o, &c) == 0) {
     for (k = 0; k < vhd_chain_depth (c); k++) {

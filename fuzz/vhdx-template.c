@@ -693,6 +693,12 @@ vhdx_fuzz_build (const uint8_t *data, size_t size, struct vhdx_fuzz *x)
   }
   for (; k < VHDX_FUZZ_FILES; k++)
     unlink (fuzz_path (3, VHDX_FUZZ_NAMES[k]));
+  /* Nor the files of a VHD input before this one: a patched locator
+   * may name any of them, and what an input does must not depend on
+   * the inputs run before it. */
+  for (k = 0; k < FUZZ_MAX_FILES; k++)
+    fuzz_unlink (FUZZ_NAMES[k]);
+  fuzz_unlink ("w.vhd");
   x->n_files = n_files;
   x->ignore_checksums = opt & 32;
   x->ignore_id_mismatch = opt & 64;
