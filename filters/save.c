@@ -73,6 +73,14 @@ save_check_start (const char *path, const char *parent)
     nbdkit_error ("overlay-save-parent: %s is not a usable VHD file", parent);
     return -1;
   }
+  /* The child is made by vhd_create, which makes VHD files only. */
+  if (strcmp (vhd_layer_format (f), "VHD") != 0) {
+    nbdkit_error ("overlay-save-parent: %s is a %s file: saving the "
+                  "overlay as a child of it is not supported yet", parent,
+                  vhd_layer_format (f));
+    vhd_layer_close (f);
+    return -1;
+  }
   vhd_layer_close (f);
   return 0;
 }

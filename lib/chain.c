@@ -200,9 +200,9 @@ vhd_chain_make_writable (struct vhd_chain *c)
   if (c->writable)
     return 0;
   if (t->ops->writer_init == NULL) {
-    vhd_error ("%s: writing %s files is not supported yet: serve it "
-               "read-only (nbdkit -r) or through the overlay filter",
-               t->path, t->ops->format);
+    vhd_error ("%s: writing %s files is not supported yet (they can be "
+               "read: nbdkit -r or the overlay filter; vhdtool info, check, "
+               "map and convert)", t->path, t->ops->format);
     errno = ENOTSUP;
     return -1;
   }

@@ -81,12 +81,37 @@ vhd_new_file_end (int fd, char *tmp)
   errno = saved_errno;
 }
 
+/* Only VHD files are made so far: a child must be of its parent's
+ * format (Hyper-V never mixes them), so a VHDX parent gets none. */
+static int
+refuse_other_format (const char *parent)
+{
+  struct vhd_open_options o = { .readonly = true, .no_parents = true,
+                                .no_lock = true,
+                                .problem = vhd_ignore_problem };
+  struct vhd_layer *l;
+  bool other;
+
+  if (parent == NULL || vhd_layer_open (parent, false, &o, &l) == -1)
+    return 0;                   /* new_image reports what is wrong */
+  other = l->ops != &vhd_format_ops;
+  if (other)
+    vhd_error ("%s: is a %s file: creating %s files (and children of "
+               "them) is not supported yet", parent, l->ops->format,
+               l->ops->format);
+  vhd_layer_close (l);
+  errno = ENOTSUP;
+  return other ? -1 : 0;
+}
+
 int
 vhd_create (const char *path, const struct vhd_create_params *p)
 {
   char *tmp = NULL;
   int fd = -1, r = -1;
 
+  if (p->type == VHD_TYPE_DIFF && refuse_other_format (p->parent) == -1)
+    return -1;
   if ((fd = vhd_new_file_begin (path, &tmp)) == -1)
     goto out;
   if (vhd_format_ops.new_image (fd, path, p) == -1 ||

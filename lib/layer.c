@@ -52,6 +52,13 @@ vhd_layer_open (const char *path, bool writable,
   const struct layer_ops *ops = pick_format (path);
   struct vhd_layer *l;
 
+  if (writable && ops->writer_init == NULL) {
+    vhd_error ("%s: writing %s files is not supported yet (they can be "
+               "read: nbdkit -r or the overlay filter; vhdtool info, check, "
+               "map and convert)", path, ops->format);
+    errno = ENOTSUP;
+    return -1;
+  }
   if (ops->open (path, writable, opts, &l) == -1)
     return -1;
   l->ops = ops;
@@ -155,6 +162,12 @@ const char *
 vhd_layer_type (const struct vhd_layer *l)
 {
   return vhd_type_name (l->type);
+}
+
+const char *
+vhd_layer_format (const struct vhd_layer *l)
+{
+  return l->ops->format;
 }
 
 void

@@ -635,7 +635,9 @@ vhd_find_parent (struct vhd_layer *child,
         vhd_warning ("%s: its parent %s matches the second linkage "
                      "(parent_linkage2), as in the middle of a merge",
                      child->path, p->path);
-      note_parent_quirks (child, c.v[i].from, p);
+      /* The quirk table is VHD's (lib/vhd/quirks.c). */
+      if (child->ops == &vhd_format_ops)
+        note_parent_quirks (child, c.v[i].from, p);
       if (opts->problem && reopen_reporting (&p, opts) == -1)
         goto out;
       *parent = p;

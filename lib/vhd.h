@@ -140,6 +140,8 @@ const char *vhd_layer_path (const struct vhd_layer *l);
 uint64_t vhd_layer_size (const struct vhd_layer *l);
 /* "fixed", "dynamic" or "differencing". */
 const char *vhd_layer_type (const struct vhd_layer *l);
+/* "VHD" or "VHDX". */
+const char *vhd_layer_format (const struct vhd_layer *l);
 
 /* Plain facts about one layer, for vhdtool info.  Strings are owned
  * by the structure: vhd_layer_info_free. */

@@ -24,16 +24,24 @@ PLUGIN="$top_builddir/plugin/.libs/nbdkit-vhd-plugin.so"
 VHDTOOL="$top_builddir/tools/vhdtool"
 FILTER="$top_builddir/filters/.libs/nbdkit-overlay-filter.so"
 VHDGEN="/usr/bin/python3 $top_srcdir/tests/vhdgen.py"
+VHDXGEN="/usr/bin/python3 $top_srcdir/tests/vhdxgen.py"
+# cmp for sparse images: reads only where either file has data.
+SPARSECMP="/usr/bin/python3 $top_srcdir/tests/sparsecmp.py"
 # vhdgen_make DESCRIPTION SPEC DIR: build the images of SPEC into DIR
-# with tests/vhdgen.py, as one TAP check (its log on failure).
-vhdgen_make () {
-  if $VHDGEN make "$2" "$3" > "$tmp/.vhdgen" 2>&1; then
+# with tests/vhdgen.py, as one TAP check (its log on failure);
+# vhdxgen_make: the same with tests/vhdxgen.py.
+_gen_make () {
+  local gen=$1
+  shift
+  if $gen make "$2" "$3" > "$tmp/.gen" 2>&1; then
     pass "$1"
   else
     fail "$1"
-    diag_file "$tmp/.vhdgen"
+    diag_file "$tmp/.gen"
   fi
 }
+vhdgen_make () { _gen_make "$VHDGEN" "$@"; }
+vhdxgen_make () { _gen_make "$VHDXGEN" "$@"; }
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
 
@@ -130,7 +138,7 @@ out_has () {
 
 # check_same DESC FILE1 FILE2: byte-identical files.
 check_same () {
-  if cmp "$2" "$3" > "$tmp/.out" 2>&1; then
+  if $SPARSECMP "$2" "$3" > "$tmp/.out" 2>&1; then
     pass "$1"
   else
     fail "$1"
@@ -192,11 +200,30 @@ reads_as () {
   shift 2
   rm -f "$tmp/.read.raw"
   if read_all "$tmp/.read.raw" "$@" > "$tmp/.out" 2>&1 &&
-     cmp "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
+     $SPARSECMP "$tmp/.read.raw" "$exp" >> "$tmp/.out" 2>&1; then
     pass "$desc"
   else
     fail "$desc"
     diag_file "$tmp/.out"
+  fi
+}
+
+# hash_of ARGS...: sha256 of what the plugin serves (read-only) for ARGS.
+hash_of () {
+  serve -r "$@" -- 'nbdcopy "$uri" -' | sha256sum | cut -d' ' -f1
+}
+
+# check_hash DESC SHA256 ARGS...: the plugin serving ARGS shows content
+# of that sha256.
+check_hash () {
+  local desc=$1 want=$2 got
+  shift 2
+  got=$(hash_of "$@" 2> "$tmp/.err")
+  if [ "$got" = "$want" ]; then
+    pass "$desc"
+  else
+    fail "$desc: got $got"
+    diag_file "$tmp/.err"
   fi
 }
 

@@ -739,15 +739,9 @@ vhdx_file_open (const char *path, bool writable,
     vhd_error ("%s: %m", path);
     return -1;
   }
-  if (vhd_layer_open_file (&f->l, path, writable, opts) == -1)
+  /* Never writable (layer.c refuses before): no writer yet. */
+  if (vhd_layer_open_file (&f->l, path, false, opts) == -1)
     goto err;
-  if (writable) {
-    vhd_error ("%s: writing VHDX files is not supported yet: serve it "
-               "read-only (nbdkit -r) or through the overlay filter",
-               f->l.path);
-    errno = ENOTSUP;
-    goto err;
-  }
   f->data_end = f->l.file_size;
   f->l.sector_size = 512;       /* until the metadata says */
 

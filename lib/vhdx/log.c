@@ -281,6 +281,7 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
                 "the log (LogGuid %s) needs replaying but is %" PRIu64
                 " bytes long, more than the %" PRIu64 " this reader "
                 "replays in memory", guid, r.len, VHDX_MAX_LOG);
+    f->l.unusable = true;
     errno = ENOTSUP;
     return -1;
   }
@@ -326,6 +327,7 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
     vhd_report (opts, VHD_ERROR, f->l.path, "log", "",
                 "the header names log %s, but the log holds no valid "
                 "sequence of its entries: the file is corrupt", guid);
+    f->l.unusable = true;
     errno = EINVAL;
     goto err;
   }
@@ -334,6 +336,7 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
                 "the file is %" PRIu64 " bytes, shorter than the %" PRIu64
                 " its log says were durable (FlushedFileOffset): the file "
                 "was truncated", f->l.file_size, best[n_best - 1].flushed);
+    f->l.unusable = true;
     errno = EINVAL;
     goto err;
   }
