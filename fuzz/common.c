@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "vhdx-template.h"
 
 const char *const FUZZ_NAMES[FUZZ_MAX_FILES] = { "a.vhd", "b.vhd", "c.vhd" };
 
@@ -139,9 +140,11 @@ fuzz_unpack (const uint8_t *data, size_t size, uint8_t *flags)
   *flags = size > 0 ? data[0] : 0;
   n = each_record (data, size, write_record);
   /* Files of a previous input that this one has not rewritten must not
-   * take part. */
+   * take part (nor those of a VHDX input, which a locator may name). */
   for (int k = n; k < FUZZ_MAX_FILES; k++)
     fuzz_unlink (FUZZ_NAMES[k]);
+  for (int k = 0; k < VHDX_FUZZ_FILES; k++)
+    fuzz_unlink (VHDX_FUZZ_NAMES[k]);
   return n;
 }
 

@@ -14,6 +14,13 @@
  * input must be unchanged: only the copy w.vhd may be written.  Everything is capped to the
  * first FUZZ_SPAN bytes of the disk (plus its last sectors) so an
  * iteration stays fast whatever size the footer claims.
+ *
+ * An input starting with VHDX_FUZZ_MAGIC is a VHDX one (the template and
+ * its patches, vhdx-template.h): a.vhdx and its parents b.vhdx, c.vhdx.
+ * The chain is opened read-only (writing VHDX is not supported), the
+ * whole disk read (up to FUZZ_SPAN) in pieces and its extents listed,
+ * then the chain is opened again in check mode.  Unpatched, what is
+ * read must be the template's content.
  */
 #include <config.h>
 
@@ -22,9 +29,15 @@
 #include <string.h>
 
 #include "common.h"
+#include "vhdx-template.h"
 
 #define FUZZ_SPAN (64ULL << 20)
 #define FUZZ_IO 65536
+/* A VHDX disk is read whole up to this much. */
+#define FUZZ_VHDX_SPAN (16ULL << 20)
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 static int
 count_extent (void *opaque, uint64_t offset, uint64_t len, int layer)
@@ -89,6 +102,54 @@ exercise (struct vhd_chain *c, const uint8_t *data, size_t size, bool write)
   }
 }
 
+static void
+count_problem (void *opaque, const char *file, const char *structure,
+               const char *what)
+{
+  size_t *n = opaque;
+
+  *n += strlen (file) + strlen (structure) + strlen (what);
+}
+
+static void
+fuzz_vhdx (const uint8_t *data, size_t size)
+{
+  struct vhd_open_options o = { .readonly = true, .no_lock = true };
+  struct vhdx_fuzz x;
+  struct vhd_chain *c;
+  size_t problems = 0;
+
+  vhdx_fuzz_build (data, size, &x);
+  o.ignore_checksums = x.ignore_checksums;
+  o.ignore_id_mismatch = x.ignore_id_mismatch;
+  if (vhd_chain_open (fuzz_path (0, VHDX_FUZZ_NAMES[0]), &o, &c) == 0) {
+    static uint8_t buf[FUZZ_IO];
+    uint64_t dsize = vhd_chain_size (c), span = MIN (dsize, FUZZ_VHDX_SPAN);
+    uint64_t off, n = 0;
+
+    /* The whole disk, in pieces; the last ones unaligned. */
+    for (off = 0; off < span; off += FUZZ_IO) {
+      uint64_t len = MIN ((uint64_t) FUZZ_IO, span - off);
+      if (vhd_chain_pread (c, buf, len, off) == 0)
+        vhdx_fuzz_assert_content (buf, off, len);
+    }
+    if (dsize > 1000 && vhd_chain_pread (c, buf, 777, dsize - 1000) == 0)
+      vhdx_fuzz_assert_content (buf, dsize - 1000, 777);
+    if (span > 0)
+      (void) vhd_chain_extents (c, 0, span, count_extent, &n);
+    if (dsize > span && dsize >= 4096)
+      (void) vhd_chain_extents (c, dsize - 4096, 4096, count_extent, &n);
+    vhd_chain_close (c);
+  }
+  /* Check mode, as vhdtool check runs it. */
+  o.ignore_checksums = o.ignore_id_mismatch = false;
+  o.problem = count_problem;
+  o.problem_opaque = &problems;
+  if (vhd_chain_open (fuzz_path (0, VHDX_FUZZ_NAMES[0]), &o, &c) == 0)
+    vhd_chain_close (c);
+  vhdx_fuzz_assert_intact ();
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -97,6 +158,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   uint8_t flags;
 
   fuzz_quiet ();
+  if (vhdx_fuzz_input (data, size)) {
+    fuzz_vhdx (data, size);
+    return 0;
+  }
   fuzz_unpack (data, size, &flags);
   o.ignore_checksums = flags & 1;
   o.ignore_id_mismatch = flags & 2;

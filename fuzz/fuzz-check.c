@@ -5,7 +5,9 @@
  * no locks, a problem handler collecting every problem), then what it
  * prints: each layer's type and path, each problem.  A plain input is
  * one file; an input starting with FUZZ_CHECK_MAGIC is the container of
- * common.h after the magic, so parents are checked too.
+ * common.h after the magic, so parents are checked too.  An input
+ * starting with VHDX_FUZZ_MAGIC is a VHDX one (vhdx-template.h): the
+ * check runs on a.vhdx and the parents the template made.
  */
 #include <config.h>
 
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "vhdx-template.h"
 
 struct report {
   size_t n, bytes;
@@ -41,8 +44,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   size_t ml = strlen (FUZZ_CHECK_MAGIC);
   unsigned k;
 
+  bool vhdx = vhdx_fuzz_input (data, size);
+  const char *top = FUZZ_NAMES[0];
+
   fuzz_quiet ();
-  if (size >= ml && memcmp (data, FUZZ_CHECK_MAGIC, ml) == 0) {
+  if (vhdx) {
+    struct vhdx_fuzz x;
+
+    vhdx_fuzz_build (data, size, &x);
+    top = VHDX_FUZZ_NAMES[0];
+  }
+  else if (size >= ml && memcmp (data, FUZZ_CHECK_MAGIC, ml) == 0) {
     uint8_t flags;
 
     fuzz_unpack (data + ml, size - ml, &flags);
@@ -51,13 +63,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_write_file (FUZZ_NAMES[0], data, size);
     fuzz_unlink (FUZZ_NAMES[1]);
     fuzz_unlink (FUZZ_NAMES[2]);
+    for (k = 0; k < VHDX_FUZZ_FILES; k++)
+      fuzz_unlink (VHDX_FUZZ_NAMES[k]);
   }
-  if (vhd_chain_open (fuzz_path (0, FUZZ_NAMES[0]), &o, &c) == 0) {
+  if (vhd_chain_open (fuzz_path (0, top), &o, &c) == 0) {
     for (k = 0; k < vhd_chain_depth (c); k++) {
       r.bytes += strlen (vhd_layer_type (vhd_chain_layer (c, k)));
       r.bytes += strlen (vhd_layer_path (vhd_chain_layer (c, k)));
     }
     vhd_chain_close (c);
   }
+  if (vhdx)
+    vhdx_fuzz_assert_intact ();
   return 0;
 }

@@ -6,12 +6,17 @@
  * checked.  The file is the whole input, so seeds are plain VHD files.
  * Then what vhdtool info shows: every locator's text, the allocated
  * blocks.
+ *
+ * An input starting with VHDX_FUZZ_MAGIC is a VHDX one instead (the
+ * template and its patches, vhdx-template.h): a.vhdx is opened alone
+ * the same way.
  */
 #include <config.h>
 
 #include <stdlib.h>
 
 #include "common.h"
+#include "vhdx-template.h"
 
 static void
 examine (struct vhd_layer *l)
@@ -33,18 +38,32 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     .readonly = true, .no_lock = true, .no_parents = true,
   };
   struct vhd_layer *f;
+  const char *path;
+  bool vhdx = vhdx_fuzz_input (data, size);
   int pass;
 
   fuzz_quiet ();
-  fuzz_write_file ("a.vhd", data, size);
+  if (vhdx) {
+    struct vhdx_fuzz x;
+    vhdx_fuzz_build (data, size, &x);
+    path = fuzz_path (0, VHDX_FUZZ_NAMES[0]);
+  }
+  else {
+    fuzz_write_file ("a.vhd", data, size);
+    path = fuzz_path (0, "a.vhd");
+  }
   /* Strict first, then accepting bad checksums (what --ignore-checksums
-   * does), which lets the mutator past the checksums. */
-  for (pass = 0; pass < 2; pass++) {
+   * does), which lets the mutator past the checksums.  VHDX files do
+   * not depend on that option (the template's CRC fix-ups get the
+   * mutator past them), so they are opened once. */
+  for (pass = 0; pass < (vhdx ? 1 : 2); pass++) {
     o.ignore_checksums = pass;
-    if (vhd_layer_open (fuzz_path (0, "a.vhd"), false, &o, &f) == 0) {
+    if (vhd_layer_open (path, false, &o, &f) == 0) {
       examine (f);
       vhd_layer_close (f);
     }
   }
+  if (vhdx)
+    vhdx_fuzz_assert_intact ();
   return 0;
 }

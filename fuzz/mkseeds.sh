@@ -11,9 +11,13 @@
 #   fuzz-store  op sequences (fuzz/fuzz-store.c): small disks of odd
 #               sizes, every block size, with and without a size limit
 #               and failing reads from below
-# "fuzz/mkseeds.sh fuzz-store" regenerates only those (no vhdtool
-# needed, and the other corpora, whose files vary from run to run
-# with UUIDs and timestamps, are left alone).
+#   vhdx-*      (in fuzz-open, fuzz-chain, fuzz-check) VHDX inputs: the
+#               template of fuzz/vhdx-template.h in each of its shapes
+#               (dynamic, fixed, a 2- and 3-file chain, 4 KiB sectors,
+#               live logs), unpatched and with a few patches
+# "fuzz/mkseeds.sh fuzz-store" regenerates only the fuzz-store and VHDX
+# seeds (no vhdtool needed, and the other corpora, whose files vary
+# from run to run with UUIDs and timestamps, are left alone).
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 vhdtool=${VHDTOOL:-$top/tools/vhdtool}
@@ -64,6 +68,62 @@ for i, (name, (size, bsh, lim, fail, n, kinds)) in enumerate(sorted(seeds.items(
     rng = random.Random(i + 1)
     data = header(size, bsh, lim, fail) + ops(rng, n, kinds or "0123456701201711")
     open("%s/%s" % (out, name), "wb").write(data)
+PY
+
+# ---- VHDX inputs (fuzz/vhdx-template.h), deterministic
+mkdir -p "$out/fuzz-open" "$out/fuzz-chain" "$out/fuzz-check"
+python3 - "$out" <<'PY'
+import struct, sys
+out = sys.argv[1]
+
+def rec(target, off, data, fix=False, file=0):
+    return (bytes([target | (16 if fix else 0) | file << 5])
+            + struct.pack("<I", off)[:3] + bytes([len(data)]) + data)
+
+def seed(opt, *recs):
+    return b"VHDXFUZZ" + bytes([opt]) + b"".join(recs)
+
+# option bits: 0-1 shape, 2 4K sectors, 3 log in a, 4 logs in parents,
+# 5 ignore checksums, 6 ignore id mismatch
+shapes = {
+    "dyn": 0, "fixed": 1, "diff": 2, "chain3": 3, "dyn-4k": 4,
+    "diff-4k": 6, "chain3-4k": 7, "dyn-log": 8, "diff-log": 10,
+    "chain3-logs": 27, "chain3-4k-logs": 31, "diff-ignore": 98,
+}
+patched = {
+    # header 2 (current) sequence number lowered: header 1 wins
+    "hdr-seq": seed(2, rec(2, 8, struct.pack("<Q", 3), fix=True)),
+    # both headers' log version, CRC fixed
+    "hdr-logver": seed(10, rec(13, 64, struct.pack("<H", 1), fix=True)),
+    # region table 1 damaged: table 2 is used
+    "rt1-bad": seed(2, rec(3, 8, struct.pack("<I", 9))),
+    # BAT entry 1 of the child: fully present at 9 MiB, past EOF
+    "bat-past-eof": seed(2, rec(8, 8, struct.pack("<Q", (9 << 20) | 6))),
+    # metadata: the block size item says 2 MiB
+    "meta-bs": seed(0, rec(6, 0, struct.pack("<I", 2 << 20))),
+    # locator: relative_path's key length odd
+    "loc-odd": seed(2, rec(7, 20 + 12 * 2 + 8, struct.pack("<H", 25))),
+    # sector bitmap bits of block 0
+    "sb-bits": seed(3, rec(9, 0, bytes(range(0, 256, 3)))),
+    # log: the second entry's sequence number, CRC fixed (no sequence)
+    "log-seq": seed(10, rec(10, 8192 + 16, struct.pack("<Q", 7), fix=True)),
+    # log: a data sector's SequenceLow, CRC fixed
+    "log-data": seed(8, rec(10, 4096 + 4092, b"\x01\x02\x03\x04", fix=True)),
+    # the parent's DataWriteGuid changed: linkage mismatch
+    "parent-dwg": seed(2, rec(13, 32, b"\xaa" * 16, fix=True, file=1)),
+    # truncated to 5 MiB
+    "trunc": seed(2, rec(12, 5 << 20, b"")),
+}
+def put(target, name, data):
+    open("%s/%s/vhdx-%s" % (out, target, name), "wb").write(data)
+for name, opt in shapes.items():
+    for t in ("fuzz-chain", "fuzz-check"):
+        put(t, name, seed(opt))
+    if opt & 3 != 3:
+        put("fuzz-open", name, seed(opt))
+for name, data in patched.items():
+    for t in ("fuzz-open", "fuzz-chain", "fuzz-check"):
+        put(t, name, data)
 PY
 [ "${1:-}" = fuzz-store ] && exit 0
 

@@ -87,7 +87,9 @@ entry_problem (const struct vhdx_file *f, uint64_t i, uint64_t e,
     uint64_t start = blk * f->block_size;
     need = MIN ((uint64_t) f->block_size, f->virtual_size - start);
   }
-  if (off < VHDX_HEADER_SECTION || off + need > f->data_end) {
+  /* off is up to 2^64 - 1 MiB: off + need may wrap. */
+  if (off < VHDX_HEADER_SECTION || need > f->data_end ||
+      off > f->data_end - need) {
     snprintf (why, len, "%s at offset %" PRIu64 " lies %s",
               sb ? "sector bitmap block" : "block", off,
               off < VHDX_HEADER_SECTION ? "in the header section"
@@ -213,6 +215,11 @@ struct checking {
   size_t n, cap;
   unsigned reported;
   bool nomem;
+  /* Differencing: a payload entry of the current chunk is partially
+   * present (its sector bitmap block must then be present), the first
+   * such one. */
+  bool partial_in_chunk;
+  uint64_t first_partial;
 };
 
 #define MAX_REPORTS 20
@@ -226,6 +233,20 @@ check_one (void *opaque, uint64_t i, uint64_t e)
   bool sb = is_sb_index (f, i);
   char why[160];
 
+  if (f->has_parent && sb) {
+    if (k->partial_in_chunk && state == VHDX_SB_NOT_PRESENT &&
+        k->reported++ < MAX_REPORTS)
+      vhd_report (k->opts, VHD_ERROR, f->l.path, "BAT", "",
+                  "entry %" PRIu64 ": the sector bitmap block is not "
+                  "present, but block entry %" PRIu64 " of its chunk is "
+                  "partially present", i, k->first_partial);
+    k->partial_in_chunk = false;
+  }
+  else if (f->has_parent && state == VHDX_PARTIALLY_PRESENT &&
+           !k->partial_in_chunk) {
+    k->partial_in_chunk = true;
+    k->first_partial = i;
+  }
   if (entry_problem (f, i, e, why, sizeof why)) {
     if (k->reported++ < MAX_REPORTS)
       vhd_report (k->opts, VHD_ERROR, f->l.path, "BAT", "",
@@ -266,7 +287,7 @@ compare_extent (const void *a, const void *b)
 void
 vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts)
 {
-  struct checking k = { f, opts, NULL, 0, 0, 0, false };
+  struct checking k = { f, opts, NULL, 0, 0, 0, false, false, 0 };
   size_t i;
 
   if (each_entry (f, check_one, &k) == -1) {
@@ -281,7 +302,9 @@ vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts)
                 "out of memory checking overlaps");
     goto out;
   }
-  qsort (k.v, k.n, sizeof *k.v, compare_extent);
+  /* No present block: k.v is NULL, which qsort must not be given. */
+  if (k.n > 1)
+    qsort (k.v, k.n, sizeof *k.v, compare_extent);
   for (i = 1, k.reported = 0; i < k.n; i++)
     if (k.v[i].off < k.v[i - 1].off + k.v[i - 1].len &&
         k.reported++ < MAX_REPORTS)

@@ -128,6 +128,13 @@ read_headers (struct vhdx_file *f, const struct vhd_open_options *opts)
   return 0;
 }
 
+static bool
+log_past_eof (const struct vhdx_header *h, uint64_t file_size)
+{
+  return h->log_length > file_size ||
+         h->log_offset > file_size - h->log_length;
+}
+
 static int
 check_header (struct vhdx_file *f, const struct vhd_open_options *opts)
 {
@@ -157,13 +164,14 @@ check_header (struct vhdx_file *f, const struct vhd_open_options *opts)
                 h->log_offset, h->log_length);
     return unusable (f);
   }
-  if (h->log_offset + h->log_length > f->l.file_size &&
+  /* log_offset is any MiB multiple: the sum may wrap. */
+  if (log_past_eof (h, f->l.file_size) &&
       vhd_report (opts, dirty ? VHD_ERROR : VHD_NOTE, f->l.path, "header", "",
                   "header %d: the log (offset %" PRIu64 ", length %u) "
                   "ends past the end of the file (%" PRIu64 " bytes)", n,
                   h->log_offset, h->log_length, f->l.file_size))
     return unusable (f);
-  if (dirty && h->log_offset + h->log_length > f->l.file_size)
+  if (dirty && log_past_eof (h, f->l.file_size))
     return unusable (f);
   return 0;
 }
@@ -246,13 +254,15 @@ read_region_table (struct vhdx_file *f, const struct vhd_open_options *opts)
   for (i = 0; i < f->n_regions; i++) {
     const uint8_t *e = t[use] + 16 + 32 * i;
     struct vhdx_region *g = &f->regions[i];
-    char name[40];
+    char buf[40];
+    const char *name;
 
     memcpy (g->guid, e, 16);
     g->offset = le64 (e + 16);
     g->length = le32 (e + 24);
     g->required = le32 (e + 28);
-    region_name (g->guid, name);
+    /* The BAT and metadata names are not written into buf. */
+    name = region_name (g->guid, buf);
     for (k = 0; k < i; k++)
       if (memcmp (f->regions[k].guid, g->guid, 16) == 0) {
         vhd_report (opts, VHD_ERROR, f->l.path, "region table", "",
@@ -281,7 +291,7 @@ read_region_table (struct vhdx_file *f, const struct vhd_open_options *opts)
       r = unusable (f);
       goto out;
     }
-    if (g->offset + g->length > f->data_end) {
+    if (g->length > f->data_end || g->offset > f->data_end - g->length) {
       vhd_report (opts, VHD_ERROR, f->l.path, "region table", "",
                   "region %s (offset %" PRIu64 ", length %u) ends past the "
                   "end of the file (%" PRIu64 " bytes): the file is "
@@ -560,6 +570,14 @@ vhdx_locator_get (const struct vhdx_file *f, const char *key)
   return NULL;
 }
 
+static int
+compare_key (const void *a, const void *b)
+{
+  const struct vhdx_kv *const *x = a, *const *y = b;
+
+  return strcmp ((*x)->key, (*y)->key);
+}
+
 /* The parent locator item (MS-VHDX 2.6.2.6): UTF-16LE keys and values,
  * offsets from the start of the item. */
 static int
@@ -569,7 +587,8 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
   const char *s = "metadata: parent locator";
   const char *link, *link2;
   uint8_t *buf = NULL;
-  uint32_t count, i, k;
+  const struct vhdx_kv **sorted = NULL;
+  uint32_t count, i;
   int r = -1;
 
   if (!f->has_parent) {
@@ -630,14 +649,22 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
       r = unusable (f);
       goto out;
     }
-    for (k = 0; k < i; k++)
-      if (strcmp (f->locator[k].key, kv->key) == 0) {
-        vhd_report (opts, VHD_ERROR, f->l.path, s, "",
-                    "key %s appears twice", kv->key);
-        r = unusable (f);
-        goto out;
-      }
   }
+  /* Every key once.  Sorted, not compared pairwise: an item may hold
+   * 65535 keys, and n^2 comparisons took seconds. */
+  sorted = malloc (count * sizeof *sorted);
+  if (sorted == NULL)
+    goto out;
+  for (i = 0; i < count; i++)
+    sorted[i] = &f->locator[i];
+  qsort (sorted, count, sizeof *sorted, compare_key);
+  for (i = 1; i < count; i++)
+    if (strcmp (sorted[i - 1]->key, sorted[i]->key) == 0) {
+      vhd_report (opts, VHD_ERROR, f->l.path, s, "",
+                  "key %s appears twice", sorted[i]->key);
+      r = unusable (f);
+      goto out;
+    }
   link = vhdx_locator_get (f, "parent_linkage");
   if (link == NULL || vhdx_guid_parse (link, f->l.parent_id) == -1) {
     vhd_report (opts, VHD_ERROR, f->l.path, s, "",
@@ -655,6 +682,7 @@ read_locator (struct vhdx_file *f, const struct vhd_open_options *opts)
     f->l.has_parent_id2 = true;
   r = 0;
  out:
+  free (sorted);
   free (buf);
   return r;
 }
