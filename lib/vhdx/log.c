@@ -316,10 +316,18 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
         n_best = n;
         first = k;
       }
-      if (seq) {
-        start += covered;
-        continue;
-      }
+      /* MS-VHDX moves on by one page after a run that is not a
+       * sequence; we move past the whole run, which finds the same
+       * sequences in linear time.  A later start inside the run is
+       * either inside an entry (its pages begin "desc", "zero" or
+       * "data", never "loge": no entry) or an entry boundary, whose
+       * run is a suffix of this one with the same head (an entry that
+       * did not fit after the head would overlap this run's first
+       * page, whose "loge" no page of a valid entry can hold), and
+       * the head's Tail, outside [start, end), is outside every
+       * suffix too. */
+      start += covered;
+      continue;
     }
     start += VHDX_LOG_PAGE;
   }
