@@ -227,6 +227,39 @@ check_hash () {
   fi
 }
 
+# The malformed-image corpora (test-malformed.sh, test-vhdx-malformed.sh):
+# corpus_check_reports NAME FILE DAMAGED REGEX: vhdtool check on FILE
+# exits 1 or 2 naming DAMAGED and the problem; corpus_unmodified NAME
+# SUMS: nothing changed since SUMS (sha256sum output) was taken;
+# corpus_size N: the corpus is big enough.
+corpus_check_reports () {
+  local name=$1 file=$2 damaged=$3 w=$4 st=0
+  timeout 60 "$VHDTOOL" check "$file" > "$tmp/.out" 2>&1 || st=$?
+  if { [ "$st" -eq 1 ] || [ "$st" -eq 2 ]; } &&
+     ! grep -Eq 'Sanitizer|runtime error:|Segmentation fault|Aborted|core dumped' "$tmp/.out" &&
+     grep -Eq -- "$(re "$damaged"): .*($w)" "$tmp/.out"; then
+    pass "$name: vhdtool check reports it (exit $st)"
+  else
+    fail "$name: vhdtool check reports it (exit $st, wanted 1 or 2 and /$damaged: .*($w)/)"
+    diag_file "$tmp/.out"
+  fi
+}
+corpus_unmodified () {
+  if sha256sum --quiet -c "$2" > "$tmp/.sumout" 2>&1; then
+    pass "$1: nothing modified"
+  else
+    fail "$1: nothing modified"
+    diag_file "$tmp/.sumout"
+  fi
+}
+corpus_size () {
+  if [ "$1" -ge 30 ]; then
+    pass "the corpus has $1 cases"
+  else
+    fail "the corpus has only $1 cases (wanted at least 30)"
+  fi
+}
+
 done_testing () {
   echo "1..$_tap_n"
   [ "$_tap_failed" -eq 0 ]

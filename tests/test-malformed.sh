@@ -257,28 +257,10 @@ while IFS=$'\t' read -r name file damaged; do
   fi
 
   # vhdtool check reports it.
-  st=0
-  timeout 60 "$VHDTOOL" check "$file" > "$d/.out" 2>&1 || st=$?
-  if { [ "$st" -eq 1 ] || [ "$st" -eq 2 ]; } &&
-     grep -Eq -- "$(re "$damaged"): .*($w)" "$d/.out"; then
-    pass "$name: vhdtool check reports it (exit $st)"
-  else
-    fail "$name: vhdtool check reports it (exit $st, wanted 1 or 2 and /$damaged: .*($w)/)"
-    diag_file "$d/.out"
-  fi
-
-  if sha256sum --quiet -c "$d/.sums" > "$d/.sumout" 2>&1; then
-    pass "$name: nothing modified"
-  else
-    fail "$name: nothing modified"
-    diag_file "$d/.sumout"
-  fi
+  corpus_check_reports "$name" "$file" "$damaged" "$w"
+  corpus_unmodified "$name" "$d/.sums"
 done < "$d/cases.tsv"
 
-if [ "$n" -ge 30 ]; then
-  pass "the corpus has $n cases"
-else
-  fail "the corpus has only $n cases (wanted at least 30)"
-fi
+corpus_size "$n"
 
 done_testing

@@ -9,8 +9,14 @@ the CRC-32C of the structure patched (headers, region tables, log
 entries), fix=False leaves it stale.  Python 3 standard library only.
 """
 
+import os
 import struct
+import sys
 import uuid
+
+# Whole-file byte access, shared with the VHD patcher beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vhdpatch import rd, wr  # noqa: E402
 
 MiB = 1 << 20
 
@@ -36,18 +42,6 @@ def crc32c(data, csum_at=None):
     for b in data:
         c = _T[(c ^ b) & 0xFF] ^ (c >> 8)
     return c ^ 0xFFFFFFFF
-
-
-def rd(f, off, n):
-    with open(f, "rb") as fp:
-        fp.seek(off)
-        return fp.read(n)
-
-
-def wr(f, off, data):
-    with open(f, "r+b") as fp:
-        fp.seek(off)
-        fp.write(data)
 
 
 def guid(text):
