@@ -255,14 +255,15 @@ describe_metadata (struct vhdx_file *f, struct vhd_layer_info *x)
   }
 }
 
+/* counts: blocks per state (vhdx_bat_count), NULL if unreadable. */
 static void
-describe_bat (struct vhdx_file *f, struct vhd_layer_info *x)
+describe_bat (struct vhdx_file *f, struct vhd_layer_info *x,
+              const uint64_t *counts)
 {
   static const char *const names[8] = {
     "not present", "undefined", "zero", "unmapped", "state 4",
     "unmapped (state 5)", "fully present", "partially present",
   };
-  uint64_t counts[8];
   char text[512] = "";
   size_t len = 0;
   int s;
@@ -270,7 +271,7 @@ describe_bat (struct vhdx_file *f, struct vhd_layer_info *x)
   fact (x, "BAT", "%" PRIu64 " entries (%u bytes region at %" PRIu64
         "), chunk ratio %u", f->bat_entries, f->bat_length, f->bat_offset,
         f->chunk_ratio);
-  if (vhdx_bat_count (f, counts) == -1) {
+  if (counts == NULL) {
     fact (x, "BAT blocks", "unreadable");
     return;
   }
@@ -295,7 +296,10 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   x->size = x->current_size = l->disk_size;
   x->sector_size = l->sector_size;
   x->block_size = l->block_size;
-  if (vhdx_bat_count (f, counts) == 0)
+  /* One scan of the BAT for both (16 MiB for a 64 TiB layer). */
+  bool counted = vhdx_bat_count (f, counts) == 0;
+
+  if (counted)
     x->allocated = (counts[VHDX_FULLY_PRESENT] +
                     counts[VHDX_PARTIALLY_PRESENT]) * (uint64_t) l->block_size;
   x->file_size = l->file_size;
@@ -320,7 +324,7 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
     fact (x, "log", "empty (LogGuid zero)");
   describe_regions (f, x);
   describe_metadata (f, x);
-  describe_bat (f, x);
+  describe_bat (f, x, counted ? counts : NULL);
 
   if (!f->has_parent)
     return;
