@@ -110,6 +110,10 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint64_t data_off, uint32_t rel,
                            uint32_t n);
+/* The top file now reads as zeros in all of block blk (its back-end's
+ * zero_block), whatever lies below; -1 on allocation failure. */
+int vhd_cache_top_zeroed (struct vhd_chain *c, struct block_entry *e,
+                          uint32_t blk);
 /* With the block's lock held, after clearing e->flushing (write.c):
  * an entry neither dirty nor flushing may be evicted again. */
 void vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e);

@@ -764,6 +764,29 @@ vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
   return changed;
 }
 
+int
+vhd_cache_top_zeroed (struct vhd_chain *c, struct block_entry *e,
+                      uint32_t blk)
+{
+  struct runlist zeros = { NULL, 0, 0 };
+
+  if (emit (&zeros, c->sector, 0, vhd_block_sectors (c, blk), -1, 0) == -1)
+    return -1;
+  free (e->below);
+  e->below = zeros.r;
+  e->n_below = zeros.n;
+  free (e->top_bitmap);
+  e->top_bitmap = NULL;
+  e->top_data_off = 0;
+  if (merge_top (c, e, vhd_block_sectors (c, blk)) == -1) {
+    account (c, e);
+    return -1;
+  }
+  fit_runs (&e->merged, e->n_merged);
+  account (c, e);
+  return 0;
+}
+
 /* ------------------------------------------------------------ reading */
 
 /* Serve [offset, offset+count) of block blk from the runs given. */

@@ -122,6 +122,10 @@ struct vhd_open_options {
    * cached whatever it costs (see resolve.c), so it may be exceeded
    * until the next flush. */
   uint64_t cache_budget;
+  /* VHDX: the DataWriteGuid a writing session gives the top file (NULL:
+   * a random one, as MS-VHDX wants; merge.c chooses it beforehand so
+   * that an interrupted merge can recognise its target). */
+  const uint8_t *new_data_id;
 };
 
 /* ------------------------------------------------------------ layers */

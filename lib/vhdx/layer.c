@@ -348,6 +348,13 @@ const struct layer_ops vhdx_format_ops = {
   .pread = vhdx_layer_pread,
   .allocated_blocks = vhdx_allocated,
   .parent_hints = vhdx_parent_hints,
+  .writer_init = vhdx_writer_init,
+  .writer_free = vhdx_writer_free,
+  .alloc_block = vhdx_alloc_block,
+  .publish = vhdx_publish,
+  .commit = vhdx_commit,
+  .begin_write = vhdx_begin_write,
+  .zero_block = vhdx_zero_block,
   .format_id = vhdx_guid_format,
   .describe = vhdx_describe,
 };
