@@ -58,9 +58,20 @@ static inline void put_be64 (uint8_t *p, uint64_t v)
 struct run {
   uint32_t rel;
   uint32_t n;
-  int32_t layer;
+  int32_t layer;                /* the layer holding the data; negative:
+                                   zeros, -1 as no layer holds anything,
+                                   RUN_ZERO_BY (k) as layer k says so (a
+                                   VHDX block in a zero state) */
   uint64_t file_off;
 };
+#define RUN_ZERO_BY(k) (-2 - (int32_t) (k))
+#define RUN_ZERO_LAYER(layer) (-2 - (layer))
+
+/* vhd_chain_extents, where zero_layers gives zeros a layer decided as
+ * RUN_ZERO_BY (k) (merge copies those: they hide what lies below). */
+int vhd_chain_extents_by (struct vhd_chain *c, uint64_t offset,
+                          uint64_t count, vhd_extent_fn fn, void *opaque,
+                          bool zero_layers);
 
 struct block_entry {
   struct run *below;            /* resolution by the layers under the top */
@@ -201,6 +212,8 @@ struct journal_entry {
 };
 struct merge_journal {
   struct journal_entry file, target;
+  bool has_target_new;                  /* the identity the merge gives */
+  uint8_t target_new[16];               /* the target (VHDX) */
   struct journal_entry *remove;         /* intermediate layers */
   size_t n_remove, remove_cap;
 };

@@ -184,6 +184,11 @@ void vhd_layer_close_file (struct vhd_layer *l);
 void vhd_layer_format_id (const struct vhd_layer *l, const uint8_t id[16],
                           char out[37]);
 
+/* layer.c: the back-end's set_parent, or an error when it has none. */
+int vhd_layer_set_parent (struct vhd_layer *child,
+                          const struct vhd_layer *parent, vhd_step_fn step,
+                          void *opaque);
+
 /* layer.c: open path with the back-end that recognises it. */
 int vhd_layer_open (const char *path, bool writable,
                     const struct vhd_open_options *opts,
