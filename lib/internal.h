@@ -191,6 +191,10 @@ void vhd_writer_free (struct vhd_chain *c);
 int vhd_new_file_begin (const char *path, char **tmp);
 int vhd_new_file_commit (int fd, const char *tmp, const char *path);
 void vhd_new_file_end (int fd, char *tmp);
+/* create.c: the back-end making files of format (enum vhd_format;
+ * AUTO: by path's name); NULL (after a message) for an unknown one. */
+const struct layer_ops *vhd_format_ops_for (uint32_t format,
+                                            const char *path);
 
 
 

@@ -349,5 +349,6 @@ const struct layer_ops vhdx_format_ops = {
   .allocated_blocks = vhdx_allocated,
   .parent_hints = vhdx_parent_hints,
   .format_id = vhdx_guid_format,
+  .new_image = vhdx_new_image,
   .describe = vhdx_describe,
 };
