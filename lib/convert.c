@@ -5,9 +5,9 @@
  * The output is built under a temporary name and linked to its final
  * name only once complete and durable (create.c), so a crash never
  * leaves a partial OUTPUT and an existing file is never overwritten.
- * VHD output is written through the normal write path of a chain whose
- * only layer is the new file: the same allocation, alignment and
- * metadata code as every other write.  Runs of zeros are not written at
+ * VHD and VHDX output is written through the normal write path of a
+ * chain whose only layer is the new file: the same allocation,
+ * alignment and metadata code as every other write.  Runs of zeros are not written at
  * all: the new file already reads as zeros there, and so stays sparse
  * (file holes in raw and fixed output, unallocated blocks in dynamic).
  */
@@ -19,7 +19,7 @@
 #include "internal.h"
 
 struct sink {
-  struct vhd_chain *out;        /* VHD output */
+  struct vhd_chain *out;        /* VHD or VHDX output */
   int fd;                       /* raw output */
   const char *path;
 };
@@ -51,6 +51,37 @@ write_raw (void *opaque, const void *buf, uint64_t len, uint64_t off)
   return 0;
 }
 
+/* Can the output's format hold exactly the chain's disk?  Nothing is
+ * ever rounded: a disk the format cannot represent is refused. */
+static int
+check_representable (const char *output, const struct layer_ops *ops,
+                     const struct vhd_chain *src)
+{
+  if (ops != &vhd_format_ops)
+    return 0;                   /* VHDX holds whatever a chain can be */
+  if (src->sector != 512) {
+    vhd_error ("%s: the disk has %u-byte sectors and VHD only 512-byte "
+               "ones: convert to VHDX or raw instead", output, src->sector);
+    errno = EINVAL;
+    return -1;
+  }
+  if (src->size > VHD_MAX_SIZE) {
+    vhd_error ("%s: the disk is %" PRIu64 " bytes, more than VHD's "
+               "maximum of 2040 GiB: convert to VHDX or raw instead",
+               output, src->size);
+    errno = EFBIG;
+    return -1;
+  }
+  if (src->size % 512 != 0) {
+    vhd_error ("%s: the disk is %" PRIu64 " bytes, not a whole number of "
+               "512-byte sectors, which VHD needs: convert to raw instead",
+               output, src->size);
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
 /* Create the empty output in fd (named tmp) and open it as a chain. */
 static int
 prepare_output (struct sink *s, const char *tmp, const struct vhd_chain *src,
@@ -58,10 +89,12 @@ prepare_output (struct sink *s, const char *tmp, const struct vhd_chain *src,
 {
   struct vhd_create_params cp = {
     .type = p->type, .size = src->size, .block_size = p->block_size,
+    .format = p->format, .logical_sector_size = src->sector,
   };
   struct vhd_open_options o = {
     .no_lock = true, .cache_budget = vhd_cache_budget (src),
   };
+  const struct layer_ops *ops;
 
   if (p->type == VHD_OUTPUT_RAW) {
     if (ftruncate (s->fd, src->size) == -1) {
@@ -75,7 +108,9 @@ prepare_output (struct sink *s, const char *tmp, const struct vhd_chain *src,
     errno = EINVAL;
     return -1;
   }
-  if (vhd_format_ops.new_image (s->fd, s->path, &cp) == -1)
+  if ((ops = vhd_format_ops_for (p->format, s->path)) == NULL ||
+      check_representable (s->path, ops, src) == -1 ||
+      ops->new_image (s->fd, s->path, &cp) == -1)
     return -1;
   return vhd_chain_open (tmp, &o, &s->out);
 }
@@ -98,7 +133,7 @@ vhd_convert (struct vhd_chain *src, const char *output,
   copy.data = s.out ? write_vhd : write_raw;
   if (vhd_copy_chain (&copy) == -1)
     goto out;
-  /* Closing flushes the bitmaps and BAT of VHD output. */
+  /* Closing flushes the bitmaps and BAT of VHD and VHDX output. */
   if (s.out) {
     r = vhd_chain_close (s.out);
     s.out = NULL;

@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,40 +83,90 @@ vhd_new_file_end (int fd, char *tmp)
   errno = saved_errno;
 }
 
-/* Only VHD files are made so far: a child must be of its parent's
- * format (Hyper-V never mixes them), so a VHDX parent gets none. */
-static int
-refuse_other_format (const char *parent)
+enum vhd_format
+vhd_format_for_name (const char *path)
+{
+  const char *dot = strrchr (path, '.');
+
+  if (dot && strchr (dot, '/') == NULL &&
+      (strcasecmp (dot, ".vhdx") == 0 || strcasecmp (dot, ".avhdx") == 0))
+    return VHD_FORMAT_VHDX;
+  return VHD_FORMAT_VHD;
+}
+
+const struct layer_ops *
+vhd_format_ops_for (uint32_t format, const char *path)
+{
+  switch (format == VHD_FORMAT_AUTO ? vhd_format_for_name (path) : format) {
+  case VHD_FORMAT_VHD:
+    return &vhd_format_ops;
+  case VHD_FORMAT_VHDX:
+    return &vhdx_format_ops;
+  default:
+    vhd_error ("%s: unknown format %u", path, format);
+    errno = EINVAL;
+    return NULL;
+  }
+}
+
+/* The back-end of the parent's format, NULL if it cannot be opened
+ * (the back-end chosen otherwise then says what is wrong with it). */
+static const struct layer_ops *
+parent_format (const char *parent)
 {
   struct vhd_open_options o = { .readonly = true, .no_parents = true,
                                 .no_lock = true,
                                 .problem = vhd_ignore_problem };
+  const struct layer_ops *ops;
   struct vhd_layer *l;
-  bool other;
 
-  if (parent == NULL || vhd_layer_open (parent, false, &o, &l) == -1)
-    return 0;                   /* new_image reports what is wrong */
-  other = l->ops != &vhd_format_ops;
-  if (other)
-    vhd_error ("%s: is a %s file: creating %s files (and children of "
-               "them) is not supported yet", parent, l->ops->format,
-               l->ops->format);
+  if (vhd_layer_open (parent, false, &o, &l) == -1)
+    return NULL;
+  ops = l->ops;
   vhd_layer_close (l);
-  errno = ENOTSUP;
-  return other ? -1 : 0;
+  return ops;
+}
+
+/* The back-end that makes path: the format asked for; a child's is its
+ * parent's (VHD and VHDX never mix in a chain: neither format can name
+ * a parent of the other); otherwise the name's. */
+static const struct layer_ops *
+choose_format (const char *path, const struct vhd_create_params *p)
+{
+  const struct layer_ops *ops = NULL, *parent = NULL;
+
+  if (p->format != VHD_FORMAT_AUTO &&
+      (ops = vhd_format_ops_for (p->format, path)) == NULL)
+    return NULL;
+  if (p->type == VHD_TYPE_DIFF && p->parent)
+    parent = parent_format (p->parent);
+  if (ops && parent && ops != parent) {
+    vhd_error ("%s: a child must be of its parent's format: %s is a %s "
+               "file, not %s", path, p->parent, parent->format, ops->format);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (ops == NULL && parent) {
+    ops = parent;
+    if (ops != vhd_format_ops_for (VHD_FORMAT_AUTO, path))
+      vhd_warning ("%s: making a %s file, the format of its parent %s, "
+                   "whatever the name says", path, ops->format, p->parent);
+  }
+  return ops ? ops : vhd_format_ops_for (VHD_FORMAT_AUTO, path);
 }
 
 int
 vhd_create (const char *path, const struct vhd_create_params *p)
 {
+  const struct layer_ops *ops;
   char *tmp = NULL;
   int fd = -1, r = -1;
 
-  if (p->type == VHD_TYPE_DIFF && refuse_other_format (p->parent) == -1)
+  if ((ops = choose_format (path, p)) == NULL)
     return -1;
   if ((fd = vhd_new_file_begin (path, &tmp)) == -1)
     goto out;
-  if (vhd_format_ops.new_image (fd, path, p) == -1 ||
+  if (ops->new_image (fd, path, p) == -1 ||
       vhd_new_file_commit (fd, tmp, path) == -1)
     goto out;
   r = 0;

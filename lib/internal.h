@@ -169,6 +169,12 @@ int vhd_find_parent (struct vhd_layer *child,
                      struct vhd_layer **parent);
 /* Relative path from directory dir to file target (both absolute). */
 char *vhd_relative_path (const char *dir, const char *target);
+/* winpath.c: path (absolute, this host's) in Windows form, and the
+ * Windows relative path from directory child_dir to parent_path (both
+ * absolute): how a child names its parent.  malloc'd, NULL on ENOMEM. */
+char *vhd_windows_path (const char *path);
+char *vhd_windows_relative_path (const char *child_dir,
+                                 const char *parent_path);
 
 /* chain.c: vhd_chain_open, with confine_parents confining the chain to
  * confine_dir (a real path) instead of the top file's directory (merge
@@ -200,6 +206,10 @@ void vhd_writer_free (struct vhd_chain *c);
 int vhd_new_file_begin (const char *path, char **tmp);
 int vhd_new_file_commit (int fd, const char *tmp, const char *path);
 void vhd_new_file_end (int fd, char *tmp);
+/* create.c: the back-end making files of format (enum vhd_format;
+ * AUTO: by path's name); NULL (after a message) for an unknown one. */
+const struct layer_ops *vhd_format_ops_for (uint32_t format,
+                                            const char *path);
 
 
 

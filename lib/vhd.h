@@ -255,12 +255,31 @@ int vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
 
 /* ------------------------------------------------------------ create */
 
+/* The format of a new file. */
+enum vhd_format {
+  VHD_FORMAT_AUTO = 0,          /* a child: its parent's; otherwise by the
+                                   name (vhd_format_for_name) */
+  VHD_FORMAT_VHD,
+  VHD_FORMAT_VHDX,
+};
+/* VHDX for names ending .vhdx or .avhdx (any case), VHD otherwise. */
+enum vhd_format vhd_format_for_name (const char *path);
+
 struct vhd_create_params {
   uint32_t type;                /* fixed, dynamic or differencing */
   uint64_t size;                /* ignored for differencing */
-  uint32_t block_size;          /* 0 = 2 MiB */
+  uint32_t block_size;          /* 0 = the format's default: VHD 2 MiB
+                                   (a child: its parent's); VHDX fixed
+                                   2 MiB, dynamic 32 MiB, differencing
+                                   2 MiB (Hyper-V's) */
   const char *parent;           /* differencing: the parent file */
   bool ignore_checksums;        /* for reading the parent */
+  uint32_t format;              /* enum vhd_format; a child must be of
+                                   its parent's */
+  uint32_t logical_sector_size; /* 0 = 512 (a child: its parent's);
+                                   4096: VHDX only */
+  uint32_t physical_sector_size;  /* VHDX only: 0 = 4096 (a child: its
+                                     parent's), else 512 or 4096 */
 };
 
 /* Creates FILE; refuses (EEXIST) to overwrite an existing file. */
@@ -279,7 +298,10 @@ typedef void (*vhd_step_fn) (void *opaque, const char *step);
 
 struct vhd_convert_params {
   uint32_t type;                /* VHD_TYPE_FIXED, _DYNAMIC or VHD_OUTPUT_RAW */
-  uint32_t block_size;          /* dynamic: 0 = 2 MiB */
+  uint32_t block_size;          /* 0 = the format's default */
+  uint32_t format;              /* enum vhd_format (not raw); AUTO: by
+                                   OUTPUT's name.  A VHDX output has the
+                                   chain's logical sector size. */
   vhd_progress_fn progress;
   void *opaque;
 };

@@ -79,6 +79,18 @@ offers "map --cache-size <TAB>: a size, nothing offered" "" \
   vhdtool map --cache-size ""
 offers "merge --cache-size 4M <TAB>: FILE" "B.VHD a.vhd c.avhd sub" \
   vhdtool merge --cache-size 4M ""
+offers "create -f <TAB>: vhd vhdx" "vhd vhdx" vhdtool create -f ""
+offers "convert --format <TAB>: vhd vhdx raw" "raw vhd vhdx" \
+  vhdtool convert --format ""
+offers "create --logical-sector-size <TAB>: 512 4096" "4096 512" \
+  vhdtool create --logical-sector-size ""
+offers "create --physical-sector-size=<TAB> (split at =)" "4096 512" \
+  vhdtool create --physical-sector-size = ""
+offers "create -f vhdx -b 1M <TAB>: FILE" "B.VHD a.vhd c.avhd sub" \
+  vhdtool create -f vhdx -b 1M ""
+mkdir vx && touch vx/d.vhdx vx/e.AVHDX vx/f.txt
+offers "info vx/<TAB>: VHDX and AVHDX files too" "vx/d.vhdx vx/e.AVHDX" \
+  vhdtool info vx/
 
 # Every command's long options, against its own --help.
 for cmd in create info check map merge convert set-parent; do

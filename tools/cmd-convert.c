@@ -11,7 +11,8 @@
 static void
 convert_help (void)
 {
-  printf ("Usage: vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
+  printf ("Usage: vhdtool convert [-f vhd|vhdx|raw] [-t fixed|dynamic|raw]\n"
+          "                       [-b BLOCK_SIZE] [-p] [--parent FILE]...\n"
           "                       [--parent-dir DIR]... [--confine-parents]\n"
           "                       [--disk-size=RULE] [--cache-size SIZE]\n"
           "                       FILE OUTPUT\n"
@@ -20,7 +21,12 @@ convert_help (void)
           "The source files are only read; an existing OUTPUT is never\n"
           "overwritten.  Ranges that read as zeros stay sparse.\n"
           "\n"
-          "  -t, --type TYPE       fixed, dynamic (the default) or raw\n"
+          "  -f, --format FORMAT   vhd, vhdx or raw (default: vhdx for OUTPUT\n"
+          "                        named *.vhdx or *.avhdx, else vhd)\n"
+          "  -t, --type TYPE       fixed, dynamic (the default) or raw (the\n"
+          "                        same as -f raw)\n"
+          "  -b, --block-size SIZE block size of the output (default: the\n"
+          "                        format's, as for create)\n"
           "  -p, --progress        show a progress bar (on a terminal)\n"
           PARENT_OPTIONS_HELP
           DISK_SIZE_HELP
@@ -32,7 +38,9 @@ int
 cmd_convert (int argc, char **argv)
 {
   static const struct option long_opts[] = {
+    { "format", required_argument, NULL, 'f' },
     { "type", required_argument, NULL, 't' },
+    { "block-size", required_argument, NULL, 'b' },
     { "progress", no_argument, NULL, 'p' },
     PARENT_LONG_OPTIONS,
     DISK_SIZE_LONG_OPTION,
@@ -46,12 +54,36 @@ cmd_convert (int argc, char **argv)
   };
   struct vhd_chain *c = NULL;
   struct progress bar;
-  bool want_progress = false;
+  bool want_progress = false, raw_format = false, type_given = false;
+  uint64_t v;
   int ch, r = EXIT_FAILED;
 
-  while ((ch = getopt_long (argc, argv, "t:ph", long_opts, NULL)) != -1) {
+  while ((ch = getopt_long (argc, argv, "f:t:b:ph", long_opts, NULL)) != -1) {
     switch (ch) {
+    case 'f':
+      if (strcmp (optarg, "vhd") == 0)
+        p.format = VHD_FORMAT_VHD;
+      else if (strcmp (optarg, "vhdx") == 0)
+        p.format = VHD_FORMAT_VHDX;
+      else if (strcmp (optarg, "raw") == 0)
+        raw_format = true;
+      else {
+        usage_error ("convert: unknown format '%s' (vhd, vhdx or raw)",
+                     optarg);
+        r = EXIT_USAGE;
+        goto out;
+      }
+      break;
+    case 'b':
+      if (parse_size (optarg, &v) == -1 || v > UINT32_MAX) {
+        usage_error ("convert: invalid block size '%s'", optarg);
+        r = EXIT_USAGE;
+        goto out;
+      }
+      p.block_size = v;
+      break;
     case 't':
+      type_given = true;
       if (strcmp (optarg, "fixed") == 0)
         p.type = VHD_TYPE_FIXED;
       else if (strcmp (optarg, "dynamic") == 0)
@@ -78,6 +110,34 @@ cmd_convert (int argc, char **argv)
   }
   if (argc - optind != 2) {
     usage_error ("convert takes FILE and OUTPUT");
+    r = EXIT_USAGE;
+    goto out;
+  }
+  /* -f raw and -t raw say the same; raw has neither a type nor a disk
+   * format nor blocks. */
+  if (raw_format) {
+    if (type_given && p.type != VHD_OUTPUT_RAW) {
+      usage_error ("convert: -f raw has no type (-t)");
+      r = EXIT_USAGE;
+      goto out;
+    }
+    p.type = VHD_OUTPUT_RAW;
+  }
+  if (p.type == VHD_OUTPUT_RAW && p.format != VHD_FORMAT_AUTO) {
+    usage_error ("convert: -t raw makes a raw image, not a %s file (-f)",
+                 p.format == VHD_FORMAT_VHDX ? "VHDX" : "VHD");
+    r = EXIT_USAGE;
+    goto out;
+  }
+  if (p.type == VHD_OUTPUT_RAW && p.block_size) {
+    usage_error ("convert: raw images have no blocks (-b)");
+    r = EXIT_USAGE;
+    goto out;
+  }
+  if (p.type == VHD_TYPE_FIXED && p.block_size &&
+      (p.format == VHD_FORMAT_AUTO ? vhd_format_for_name (argv[optind + 1])
+                                   : p.format) == VHD_FORMAT_VHD) {
+    usage_error ("convert: fixed disks have no blocks (-b) in VHD files");
     r = EXIT_USAGE;
     goto out;
   }

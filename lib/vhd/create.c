@@ -46,6 +46,16 @@ init_footer (struct vhd_footer *f, uint32_t type, uint64_t size)
 static int
 check_params (const char *path, struct vhd_create_params *p)
 {
+  if (p->logical_sector_size != 0 && p->logical_sector_size != VHD_SECTOR) {
+    vhd_error ("%s: logical sector size %u: VHD files have 512-byte "
+               "sectors only (VHDX has 4096)", path, p->logical_sector_size);
+    goto inval;
+  }
+  if (p->physical_sector_size != 0) {
+    vhd_error ("%s: physical sector size %u: VHD files do not record one "
+               "(VHDX does)", path, p->physical_sector_size);
+    goto inval;
+  }
   if (p->block_size == 0)
     p->block_size = VHD_DEFAULT_BLOCK_SIZE;
   if (!IS_POWER_OF_2 (p->block_size) || p->block_size < VHD_SECTOR ||

@@ -2,10 +2,8 @@
 /* nbdkit-vhd: the data a parent locator holds, for writing one (create
  * and set-parent).  The reading side is locator.c.
  *
- * Windows kinds get backslashes and no drive letter (this host has
- * none); the relative kinds are relative to the child's directory and
- * start with .\ (as Windows writes them) unless they begin with ..\ to
- * climb out of it.
+ * The Windows kinds are written as ../winpath.c spells this host's
+ * paths for Windows.
  */
 #include <config.h>
 
@@ -14,20 +12,6 @@
 #include <stdlib.h>
 
 #include "vhd-format.h"
-
-/* "prefix" + s with every '/' turned into '\'. */
-static char *
-windows_path (const char *s, const char *prefix)
-{
-  char *r, *p;
-
-  if (asprintf (&r, "%s%s", prefix, s) == -1)
-    return NULL;
-  for (p = r; *p; p++)
-    if (*p == '/')
-      *p = '\\';
-  return r;
-}
 
 /* MacX: a file:// URL, bytes outside the unreserved set %-encoded. */
 static char *
@@ -58,19 +42,15 @@ uint8_t *
 vhd_locator_encode (uint32_t code, const char *child_dir,
                     const char *parent_path, size_t *len)
 {
-  char *text = NULL, *rel = NULL;
+  char *text = NULL;
   uint8_t *out = NULL;
 
   switch (code) {
   case VHD_LOC_W2RU: case VHD_LOC_WI2R:
-    /* Relative to the child's directory; Windows expects ".\" unless
-     * the path climbs with "..\". */
-    rel = vhd_relative_path (child_dir, parent_path);
-    if (rel)
-      text = windows_path (rel, strncmp (rel, "../", 3) ? ".\\" : "");
+    text = vhd_windows_relative_path (child_dir, parent_path);
     break;
   case VHD_LOC_W2KU: case VHD_LOC_WI2K:
-    text = windows_path (parent_path, "");
+    text = vhd_windows_path (parent_path);
     break;
   case VHD_LOC_MACX:
     text = file_url (parent_path);
@@ -91,6 +71,5 @@ vhd_locator_encode (uint32_t code, const char *child_dir,
   }
  out:
   free (text);
-  free (rel);
   return out;
 }

@@ -356,5 +356,6 @@ const struct layer_ops vhdx_format_ops = {
   .begin_write = vhdx_begin_write,
   .zero_block = vhdx_zero_block,
   .format_id = vhdx_guid_format,
+  .new_image = vhdx_new_image,
   .describe = vhdx_describe,
 };

@@ -289,4 +289,8 @@ void vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts);
 /* Payload blocks per state (counts[8]); -1 on a read error. */
 int vhdx_bat_count (struct vhdx_file *f, uint64_t counts[8]);
 
+/* create.c: layer_ops.new_image. */
+int vhdx_new_image (int fd, const char *path,
+                    const struct vhd_create_params *p);
+
 #endif /* VHDX_FORMAT_H */
