@@ -46,6 +46,12 @@ check_pair (const struct vhd_layer *c, const struct vhd_layer *p,
                "disks have a parent", c->path, vhd_type_name (c->type));
     goto inval;
   }
+  if (c->ops != p->ops) {
+    vhd_error ("%s: %s is a %s file but the child is %s: a chain never "
+               "mixes formats", c->path, p->path, p->ops->format,
+               c->ops->format);
+    goto inval;
+  }
   if (c->dev == p->dev && c->ino == p->ino) {
     vhd_error ("%s: a file cannot be its own parent", c->path);
     errno = ELOOP;

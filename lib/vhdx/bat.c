@@ -212,12 +212,6 @@ vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
 
 /* ------------------------------------------------------------ writers */
 
-static void
-put_le64 (uint8_t *p, uint64_t v)
-{
-  for (int k = 0; k < 8; k++)
-    p[k] = v >> (8 * k);
-}
 
 /* The overlay page for page, made from the cache or the file (with the
  * lock held; NULL after a message). */

@@ -46,25 +46,6 @@
 #define DEFAULT_BLOCK_DIFF (2u << 20)
 #define DEFAULT_PHYSICAL_SECTOR 4096
 
-static inline void put_le16 (uint8_t *p, uint16_t v)
-{ p[0] = v; p[1] = v >> 8; }
-static inline void put_le32 (uint8_t *p, uint32_t v)
-{ put_le16 (p, v); put_le16 (p + 2, v >> 16); }
-static inline void put_le64 (uint8_t *p, uint64_t v)
-{ put_le32 (p, v); put_le32 (p + 4, v >> 32); }
-
-/* A random GUID, stored the Windows way (so that its text form is a
- * well-formed version 4 GUID). */
-static void
-new_guid (uint8_t g[16])
-{
-  uuid_t u;
-  char text[37];
-
-  uuid_generate_random (u);
-  uuid_unparse_lower (u, text);
-  vhdx_guid_parse (text, g);
-}
 
 /* What the new file will be. */
 struct plan {
@@ -81,96 +62,6 @@ struct plan {
 };
 
 /* ------------------------------------------------------------ parent */
-
-/* One key/value of the locator, as UTF-16LE. */
-struct kv16 {
-  uint8_t *key, *value;
-  size_t key_len, value_len;
-};
-
-/* The parent locator item (docs section 2.3): the keys Hyper-V writes
- * that mean something off Windows, in its order.  No volume_path (this
- * host has no volume GUIDs) and no parent_linkage2 (only a re-link in
- * progress writes one, section 5.2). */
-static int
-build_locator (const char *path, const struct vhdx_file *pf,
-               const char *child_dir, struct plan *pl)
-{
-  char linkage[39], g[37];
-  char *abs = vhd_windows_path (pf->l.path);
-  char *rel = vhd_windows_relative_path (child_dir, pf->l.path);
-  const char *text[3][2] = {
-    { "parent_linkage", linkage },
-    { "absolute_win32_path", abs },
-    { "relative_path", rel },
-  };
-  struct kv16 kv[3] = { { NULL } };
-  size_t n = 3, i, at, len = 20 + 12 * n;
-  int r = -1;
-
-  vhdx_guid_format (pf->hdr[pf->current].data_write_guid, g);
-  snprintf (linkage, sizeof linkage, "{%s}", g);
-  if (abs == NULL || rel == NULL) {
-    vhd_error ("%s: %m", path);
-    goto out;
-  }
-  for (i = 0; i < n; i++) {
-    kv[i].key = vhd_utf8_to_utf16 (text[i][0], false, &kv[i].key_len);
-    kv[i].value = vhd_utf8_to_utf16 (text[i][1], false, &kv[i].value_len);
-    if (kv[i].key == NULL || kv[i].value == NULL) {
-      vhd_error ("%s: the parent's path %s is not valid UTF-8", path,
-                 pf->l.path);
-      goto out;
-    }
-    /* Lengths are 16-bit fields. */
-    if (kv[i].value_len > UINT16_MAX - 1) {
-      vhd_error ("%s: parent locator %s: the parent's path is too long "
-                 "(%zu bytes as UTF-16, at most 65534)", path, text[i][0],
-                 kv[i].value_len);
-      errno = ENAMETOOLONG;
-      goto out;
-    }
-    len += kv[i].key_len + kv[i].value_len;
-  }
-  if (ITEMS_AT + 0x28 + len > META_LENGTH) {
-    vhd_error ("%s: parent locator: the parent's path is too long for the "
-               "metadata region", path);
-    errno = ENAMETOOLONG;
-    goto out;
-  }
-
-  pl->locator = calloc (1, len);
-  if (pl->locator == NULL) {
-    vhd_error ("%s: %m", path);
-    goto out;
-  }
-  memcpy (pl->locator, vhdx_locator_type, 16);
-  put_le16 (pl->locator + 18, n);
-  /* Key, value, key, value... after the entries, as Hyper-V does;
-   * offsets from the start of the item. */
-  at = 20 + 12 * n;
-  for (i = 0; i < n; i++) {
-    uint8_t *e = pl->locator + 20 + 12 * i;
-    put_le32 (e, at);
-    put_le16 (e + 8, kv[i].key_len);
-    memcpy (pl->locator + at, kv[i].key, kv[i].key_len);
-    at += kv[i].key_len;
-    put_le32 (e + 4, at);
-    put_le16 (e + 10, kv[i].value_len);
-    memcpy (pl->locator + at, kv[i].value, kv[i].value_len);
-    at += kv[i].value_len;
-  }
-  pl->locator_len = len;
-  r = 0;
- out:
-  for (i = 0; i < n; i++) {
-    free (kv[i].key);
-    free (kv[i].value);
-  }
-  free (abs);
-  free (rel);
-  return r;
-}
 
 /* A child inherits every IsVirtualDisk item of its parent (docs
  * section 6.3): size, logical and physical sector size, disk id. */
@@ -203,7 +94,16 @@ plan_child (const char *path, const struct vhd_create_params *p,
     : pf->physical_sector;
   memcpy (pl->disk_id, pf->disk_id, 16);
   pl->block = p->block_size ? p->block_size : DEFAULT_BLOCK_DIFF;
-  r = build_locator (path, pf, dir, pl);
+  if (vhdx_locator_build (path, pf, dir, &pl->locator, &pl->locator_len)
+      == -1)
+    goto out;
+  if (ITEMS_AT + 0x28 + pl->locator_len > META_LENGTH) {
+    vhd_error ("%s: parent locator: the parent's path is too long for the "
+               "metadata region", path);
+    errno = ENAMETOOLONG;
+    goto out;
+  }
+  r = 0;
  out:
   if (pf)
     vhdx_file_close (pf);
@@ -312,8 +212,8 @@ write_header_section (int fd, const char *path, const struct plan *pl)
 
   memset (hdr, 0, sizeof hdr);
   memcpy (hdr, "head", 4);
-  new_guid (hdr + 16);          /* FileWriteGuid */
-  new_guid (hdr + 32);          /* DataWriteGuid */
+  vhdx_guid_new (hdr + 16);          /* FileWriteGuid */
+  vhdx_guid_new (hdr + 32);          /* DataWriteGuid */
   /* LogGuid (48) zero: the log is empty; LogVersion (64) 0. */
   put_le16 (hdr + 66, 1);
   put_le32 (hdr + 68, LOG_LENGTH);
@@ -450,7 +350,7 @@ vhdx_new_image (int fd, const char *path, const struct vhd_create_params *p)
     pl.block = p->block_size ? p->block_size
       : p->type == VHD_TYPE_FIXED ? DEFAULT_BLOCK_FIXED
       : DEFAULT_BLOCK_DYNAMIC;
-    new_guid (pl.disk_id);
+    vhdx_guid_new (pl.disk_id);
     break;
   default:
     vhd_error ("%s: unknown disk type %u", path, p->type);

@@ -69,13 +69,6 @@ vhdx_lookup (struct vhd_layer *l, uint32_t blk, struct block_map *m)
   return 0;
 }
 
-static uint8_t
-reverse_bits (uint8_t b)
-{
-  b = (b & 0xF0) >> 4 | (b & 0x0F) << 4;
-  b = (b & 0xCC) >> 2 | (b & 0x33) << 2;
-  return (b & 0xAA) >> 1 | (b & 0x55) << 1;
-}
 
 /* The block's bits of its chunk's sector bitmap block (LSB first, block
  * k of the chunk from bit k * B / S), handed to the core MSB first. */
@@ -354,6 +347,7 @@ const struct layer_ops vhdx_format_ops = {
   .publish = vhdx_publish,
   .commit = vhdx_commit,
   .begin_write = vhdx_begin_write,
+  .set_parent = vhdx_set_parent,
   .zero_block = vhdx_zero_block,
   .format_id = vhdx_guid_format,
   .new_image = vhdx_new_image,

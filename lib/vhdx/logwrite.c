@@ -49,25 +49,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <uuid/uuid.h>
 
 #include "vhdx-format.h"
 
-static void
-put_le32 (uint8_t *p, uint32_t v)
-{
-  p[0] = v;
-  p[1] = v >> 8;
-  p[2] = v >> 16;
-  p[3] = v >> 24;
-}
-
-static void
-put_le64 (uint8_t *p, uint64_t v)
-{
-  put_le32 (p, v);
-  put_le32 (p + 4, v >> 32);
-}
 
 static int
 sync_file (struct vhdx_file *f)
@@ -80,11 +64,6 @@ sync_file (struct vhdx_file *f)
   return 0;
 }
 
-static void
-new_guid (uint8_t g[16])
-{
-  uuid_generate (g);
-}
 
 int
 vhdx_header_update (struct vhdx_file *f, const uint8_t *file_write,
@@ -107,10 +86,8 @@ vhdx_header_update (struct vhdx_file *f, const uint8_t *file_write,
   memcpy (b + 16, h.file_write_guid, 16);
   memcpy (b + 32, h.data_write_guid, 16);
   memcpy (b + 48, h.log_guid, 16);
-  b[64] = h.log_version;
-  b[65] = h.log_version >> 8;
-  b[66] = h.version;
-  b[67] = h.version >> 8;
+  put_le16 (b + 64, h.log_version);
+  put_le16 (b + 66, h.version);
   put_le32 (b + 68, h.log_length);
   put_le64 (b + 72, h.log_offset);
   h.checksum = vhdx_crc32c (b, sizeof b, 4);
@@ -205,7 +182,7 @@ vhdx_log_begin (struct vhdx_file *f, const uint8_t *data_write)
     errno = ENOTSUP;
     return -1;
   }
-  new_guid (lw->guid);
+  vhdx_guid_new (lw->guid);
   lw->seq = 1;
   lw->head = lw->tail = lw->used = 0;
   if (write_entry (f, NULL, 0) == -1 || sync_file (f) == -1)
@@ -213,7 +190,7 @@ vhdx_log_begin (struct vhdx_file *f, const uint8_t *data_write)
   /* The empty entry needs no replay: the next one may be the tail. */
   lw->tail = lw->head;
   lw->used = 0;
-  new_guid (file_write);
+  vhdx_guid_new (file_write);
   if (vhdx_header_update (f, file_write, data_write, lw->guid) == -1)
     return -1;
   lw->live = true;
@@ -300,7 +277,7 @@ vhdx_log_replay_into_file (struct vhdx_file *f)
   /* docs 4.9: a new FileWriteGuid first, the same DataWriteGuid (the
    * replay only completes updates already committed: children made
    * against this content stay valid), the log still named. */
-  new_guid (file_write);
+  vhdx_guid_new (file_write);
   if (vhdx_header_update (f, file_write, NULL, NULL) == -1)
     return -1;
   for (i = 0; i < rp->n; i++) {

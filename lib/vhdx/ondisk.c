@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include <uuid/uuid.h>
+
 #include "vhdx-format.h"
 
 /* CRC-32C, reflected polynomial 0x82F63B78, table-driven (one table,
@@ -101,6 +103,19 @@ vhdx_guid_parse (const char *s, uint8_t g[16])
   g[6] = be[7]; g[7] = be[6];
   memcpy (g + 8, be + 8, 8);
   return 0;
+}
+
+/* A random GUID, stored the Windows way (so that its text form is a
+ * well-formed version 4 GUID). */
+void
+vhdx_guid_new (uint8_t g[16])
+{
+  uuid_t u;
+  char text[37];
+
+  uuid_generate_random (u);
+  uuid_unparse_lower (u, text);
+  vhdx_guid_parse (text, g);
 }
 
 bool

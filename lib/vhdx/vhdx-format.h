@@ -63,6 +63,19 @@ static inline uint32_t le32 (const uint8_t *p)
          (uint32_t) p[3] << 24; }
 static inline uint64_t le64 (const uint8_t *p)
 { return le32 (p) | (uint64_t) le32 (p + 4) << 32; }
+/* Sector bitmaps are LSB first in the file, MSB first in the core. */
+static inline uint8_t reverse_bits (uint8_t b)
+{
+  b = (b & 0xF0) >> 4 | (b & 0x0F) << 4;
+  b = (b & 0xCC) >> 2 | (b & 0x33) << 2;
+  return (b & 0xAA) >> 1 | (b & 0x55) << 1;
+}
+static inline void put_le16 (uint8_t *p, uint16_t v)
+{ p[0] = v; p[1] = v >> 8; }
+static inline void put_le32 (uint8_t *p, uint32_t v)
+{ put_le16 (p, v); put_le16 (p + 2, v >> 16); }
+static inline void put_le64 (uint8_t *p, uint64_t v)
+{ put_le32 (p, v); put_le32 (p + 4, v >> 32); }
 
 /* CRC-32C (Castagnoli) of buf, whose 4 bytes at csum_off count as
  * zero: the checksum of headers, region tables and log entries. */
@@ -76,6 +89,8 @@ void vhdx_guid_format (const uint8_t g[16], char out[37]);
 /* Parse "{xxxxxxxx-...}" (braces optional, any case); -1 if not. */
 int vhdx_guid_parse (const char *s, uint8_t g[16]);
 bool vhdx_guid_is_zero (const uint8_t g[16]);
+/* A new random GUID (version 4 in its text form). */
+void vhdx_guid_new (uint8_t g[16]);
 
 /* Known GUIDs, as stored. */
 extern const uint8_t vhdx_guid_bat[16], vhdx_guid_metadata[16];
@@ -274,6 +289,15 @@ int vhdx_log_pages (struct vhdx_file *f, const struct vhdx_page *p, size_t n);
 int vhdx_log_end (struct vhdx_file *f);
 /* Replay a pending log (f->replay) into the file (docs section 4.9). */
 int vhdx_log_replay_into_file (struct vhdx_file *f);
+
+/* reparent.c: the parent locator item of a child of pf that will be
+ * at path (in child_dir, a real path), as Hyper-V writes it; and
+ * set_parent (layer.h). */
+int vhdx_locator_build (const char *path, const struct vhdx_file *pf,
+                        const char *child_dir, uint8_t **out,
+                        size_t *out_len);
+int vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
+                     vhd_step_fn step, void *opaque);
 
 /* write.c: the writer operations (layer.h). */
 int vhdx_writer_init (struct vhd_layer *l);

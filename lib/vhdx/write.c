@@ -67,7 +67,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include <uuid/uuid.h>
 
 #include "vhdx-format.h"
 
@@ -137,7 +136,7 @@ vhdx_begin_write (struct vhd_layer *l)
     if (f->has_new_data_id)
       memcpy (data_write, f->new_data_id, 16);
     else
-      uuid_generate (data_write);
+      vhdx_guid_new (data_write);
     r = vhdx_log_begin (f, data_write);
   }
   pthread_mutex_unlock (&f->w->log_lock);
@@ -192,8 +191,7 @@ add_bitmap_block (struct vhdx_file *f, uint64_t chunk)
   }
   f->log.durable_size = f->l.file_size;
   e = make_entry (at, VHDX_SB_PRESENT);
-  for (int k = 0; k < 8; k++)
-    p->data[i * 8 % VHDX_LOG_PAGE + k] = e >> (8 * k);
+  put_le64 (p->data + i * 8 % VHDX_LOG_PAGE, e);
   if (vhdx_log_pages (f, p, 1) == -1) {
     f->w->failed = true;
     goto out;
@@ -341,13 +339,6 @@ sb_page (struct vhdx_file *f, struct sb_pages *s, uint64_t off)
   return &s->v[k];
 }
 
-static uint8_t
-reverse_bits (uint8_t b)
-{
-  b = (b & 0xF0) >> 4 | (b & 0x0F) << 4;
-  b = (b & 0xCC) >> 2 | (b & 0x33) << 2;
-  return (b & 0xAA) >> 1 | (b & 0x55) << 1;
-}
 
 /* Put blk's bits (MSB first, as the core keeps them; NULL: all clear)
  * into the bitmap pages, LSB first as the file keeps them. */
