@@ -68,36 +68,52 @@ check_fails "check: the missing parent is a problem (exit 1)" \
 check "check: the Windows dynamic VHDX is clean" \
   "$VHDTOOL" check "$tmp/win10-dynamic.vhdx"
 
-# Until VHDX writing lands, a writable client is served read-only, told
-# why; -r and the overlay filter serve the file.
-serve "$tmp/win10-dynamic.vhdx" -- \
-  'nbdsh -u "$uri" -c "assert h.is_read_only()"' > "$tmp/.out" 2>&1 &&
-  pass "writable open of a VHDX: served read-only" ||
-  { fail "writable open of a VHDX"; diag_file "$tmp/.out"; }
-out_has "... and the reason is given" \
-  'writing VHDX files is not supported yet.*-r.*overlay filter'
+# Writing a copy of the Windows dynamic VHDX: the written bytes, and
+# nothing else, change (read back by tests/vhdxgen.py, an independent
+# reader); the DataWriteGuid changes, the log is empty after a clean
+# exit; the overlay filter keeps every write away from the file.
+mkdir "$tmp/w"
+cp "$tmp/win10-dynamic.vhdx" "$tmp/w/"
+serve "$tmp/w/win10-dynamic.vhdx" -- \
+  'nbdsh -u "$uri" -c "h.pwrite(b\"Z\" * 4096, 8192); h.flush()"' \
+  > "$tmp/.out" 2>&1 &&
+  pass "a client writes into a copy of the Windows dynamic VHDX" ||
+  { fail "writing into a VHDX"; diag_file "$tmp/.out"; }
+$VHDXGEN read "$tmp/win10-dynamic.vhdx" "$tmp/w/before.raw" &&
+$VHDXGEN read "$tmp/w/win10-dynamic.vhdx" "$tmp/w/after.raw" &&
+/usr/bin/python3 - "$tmp/w/before.raw" "$tmp/w/after.raw" <<'PY' &&
+import sys
+a = bytearray(open(sys.argv[1], "rb").read())
+b = open(sys.argv[2], "rb").read()
+a[8192:12288] = b"Z" * 4096
+sys.exit(a != b)
+PY
+  pass "... vhdxgen reads exactly the write over the old content" ||
+  fail "... vhdxgen reads the written copy differently"
+"$VHDTOOL" info "$tmp/w/win10-dynamic.vhdx" > "$tmp/.out" 2>&1
+grep -Eq '^data write guid: +[0-9a-f-]{36}$' "$tmp/.out" &&
+  ! grep -Eq '^data write guid: +28e09ae1-ab94-4815-a155-f143e2d00a3f' "$tmp/.out" &&
+  pass "... its DataWriteGuid changed (was 28e09ae1-...)" ||
+  { fail "... its DataWriteGuid changed"; diag_file "$tmp/.out"; }
+out_has "... its log is empty after a clean exit" '^log: +empty'
+check "... and vhdtool check finds it clean" \
+  "$VHDTOOL" check "$tmp/w/win10-dynamic.vhdx"
 ovserve "$PLUGIN" "$tmp/win10-dynamic.vhdx" overlay-scope=connection -- '
   nbdsh -u "$uri" -c "h.pwrite(b\"Z\" * 4096, 8192); assert h.pread(4096, 8192) == b\"Z\" * 4096" &&
   nbdsh -u "$uri" -c "assert h.pread(4096, 8192) != b\"Z\" * 4096"' \
   > "$tmp/.out" 2>&1 &&
   pass "overlay filter over a VHDX, overlay-scope=connection" ||
   { fail "overlay filter over a VHDX"; diag_file "$tmp/.out"; }
-# Nothing writes VHDX yet: every writing command says so, and makes or
-# changes nothing.
-check_fails "create -p with a VHDX parent: refused" \
-  'win10-dynamic\.vhdx: is a VHDX file: creating VHDX files \(and children of them\) is not supported yet' \
-  "$VHDTOOL" create -p "$tmp/win10-dynamic.vhdx" "$tmp/child.vhd"
-[ ! -e "$tmp/child.vhd" ] && pass "... and no file made" || fail "child.vhd made"
-check_fails "set-parent of a VHDX: refused" \
-  'win-differencing\.avhdx: writing VHDX files is not supported yet' \
+# The Hyper-V checkpoint's parent is missing: set-parent onto a VHDX
+# that is not its parent is refused (another disk), and a VHD parent
+# for a VHDX child too.
+check_fails "set-parent onto a disk that is not its parent: refused" \
+  'win-differencing\.avhdx: .*(size mismatch|parent id mismatch)' \
   "$VHDTOOL" set-parent "$tmp/win-differencing.avhdx" "$tmp/win10-dynamic.vhdx"
-check_fails "merge of a VHDX: refused" 'win-differencing\.avhdx: ' \
-  "$VHDTOOL" merge "$tmp/win-differencing.avhdx"
-check_fails "overlay-save onto a VHDX parent: refused at start" \
-  'overlay-save-parent: .*win10-dynamic\.vhdx is a VHDX file: saving the overlay as a child of it is not supported yet' \
-  nbdkit -U "$(newsock)" --filter="$FILTER" "$PLUGIN" "$tmp/win10-dynamic.vhdx" \
-    overlay-save="$tmp/saved.vhd" overlay-save-parent="$tmp/win10-dynamic.vhdx" \
-    --run true
+"$VHDTOOL" create "$tmp/w/other.vhd" 8G > /dev/null 2>&1
+check_fails "set-parent onto a VHD: refused (a chain never mixes formats)" \
+  'other\.vhd is a VHD file but the child is VHDX: a chain never mixes formats' \
+  "$VHDTOOL" set-parent --ignore-id-mismatch "$tmp/win-differencing.avhdx" "$tmp/w/other.vhd"
 unchanged "the image files were never modified"
 
 # qemu-img's own VHDX files (dynamic and fixed, several block and log
