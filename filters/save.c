@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-overlay-filter: saving the overlay as a VHD differencing child.
+/* nbdkit-overlay-filter: saving the overlay as a differencing child (VHD
+ * or VHDX: the parent's format).
  *
  * The child is built with lib/ exactly as vhdtool and the vhd plugin
  * would build it: vhd_create makes an empty differencing disk of the
@@ -73,16 +74,19 @@ save_check_start (const char *path, const char *parent)
     nbdkit_error ("overlay-save-parent: %s is not a usable VHD file", parent);
     return -1;
   }
-  /* The child is made by vhd_create, which makes VHD files only. */
-  if (strcmp (vhd_layer_format (f), "VHD") != 0) {
-    nbdkit_error ("overlay-save-parent: %s is a %s file: saving the "
-                  "overlay as a child of it is not supported yet", parent,
-                  vhd_layer_format (f));
-    vhd_layer_close (f);
-    return -1;
+  /* A child is of its parent's format: a name that says otherwise
+   * would mislead every tool that goes by names. */
+  if (strcmp (vhd_layer_format (f),
+              vhd_format_for_name (path) == VHD_FORMAT_VHDX ? "VHDX"
+                                                            : "VHD") != 0) {
+    nbdkit_error ("overlay-save: %s: the child of %s is a %s file: name it "
+                  "%s", path, parent, vhd_layer_format (f),
+                  strcmp (vhd_layer_format (f), "VHDX") == 0
+                  ? ".vhdx or .avhdx" : ".vhd or .avhd");
+    r = -1;
   }
   vhd_layer_close (f);
-  return 0;
+  return r;
 }
 
 int
@@ -143,7 +147,10 @@ copy_range (void *opaque, uint64_t offset, uint64_t len, enum store_src src)
 int
 save_overlay (struct store *s, const char *path, const char *parent)
 {
-  struct vhd_create_params p = { .type = VHD_TYPE_DIFF, .parent = parent };
+  /* The final name's format (save_check_start made sure it is the
+   * parent's): the temporary name says nothing. */
+  struct vhd_create_params p = { .type = VHD_TYPE_DIFF, .parent = parent,
+                                 .format = vhd_format_for_name (path) };
   struct vhd_open_options o = { .readonly = true };
   struct copy_ctx x = { s, NULL, NULL };
   char *tmp = NULL;

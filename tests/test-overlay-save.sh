@@ -391,4 +391,36 @@ ovserve "$PLUGIN" golden.vhd overlay-save=late.vhd overlay-save-parent=golden.vh
 check "FILE created meanwhile: not replaced" cmp late.vhd late.vhd.x
 check "FILE created meanwhile: the failure is reported" grep -q "NOT saved" late.out
 
+# A VHDX parent gets a VHDX child (a Hyper-V checkpoint's shape): the
+# overlay's data and zeros over the chain, read back by tests/vhdxgen.py
+# (an independent reader); the chain's files unchanged; a name of the
+# other format refused at start.
+cat > xspec.json <<'EOF2'
+{"size": 20971520, "block_size": 2097152, "seed": 11, "layers": [
+  {"file": "xbase.vhdx", "writes": [[0, 9000000]]},
+  {"file": "xtop.avhdx", "type": "differencing", "writes": [[4194304, 70000]]}]}
+EOF2
+vhdxgen_make "a VHDX chain for overlay-save" xspec.json xchain
+sha_x=$(cat xchain/*.vhdx xchain/*.avhdx | sha256sum)
+ovserve "$PLUGIN" xchain/xtop.avhdx overlay-save=xsaved.avhdx \
+  overlay-save-parent=xchain/xtop.avhdx -- \
+  "nbdsh -u \"\$uri\" -c 'h.pwrite(b\"V\" * 5000, 12345); h.zero(4194304, 2097152)'" \
+  > xsave.out 2>&1
+check "VHDX parent: the overlay saved as a VHDX child" \
+  sh -c "\"$VHDTOOL\" info xsaved.avhdx | grep -q '^format: *VHDX'"
+$VHDXGEN read xsaved.avhdx xsaved.raw > /dev/null 2>&1
+check "VHDX child: vhdxgen reads the chain with the overlay's changes" \
+  /usr/bin/python3 -c "
+import sys
+a = bytearray(open('xchain/expected.raw', 'rb').read())
+b = open('xsaved.raw', 'rb').read()
+a[12345:17345] = b'V' * 5000
+a[2097152:6291456] = bytes(4194304)
+sys.exit(a != b)"
+check "VHDX child: vhdtool check is clean" "$VHDTOOL" check xsaved.avhdx
+check "VHDX chain unchanged" \
+  test "$(cat xchain/*.vhdx xchain/*.avhdx | sha256sum)" = "$sha_x"
+refused "VHDX parent, child named .vhd" "x\.vhd: the child of .*xtop\.avhdx is a VHDX file: name it \.vhdx or \.avhdx" \
+  overlay-save=x.vhd overlay-save-parent=xchain/xtop.avhdx
+
 done_testing
