@@ -143,6 +143,12 @@ struct layer_ops {
   /* Point child at parent (set-parent and merge): crash-safe. */
   int (*set_parent) (struct vhd_layer *child, const struct vhd_layer *parent,
                      vhd_step_fn step, void *opaque);
+  /* Optional (formats whose identity changes when a file is written):
+   * let child also accept parent once parent's identity is id
+   * (merge.c, before it writes into parent), crash-safe. */
+  int (*expect_parent_id) (struct vhd_layer *child,
+                           const struct vhd_layer *parent,
+                           const uint8_t id[16]);
 
   /* An identity (id, parent_id) as text, the way the format's own tools
    * print it. */

@@ -14,7 +14,14 @@
  *     locks of its own: flock locks belong to open file descriptions,
  *     and its descriptions of T would conflict with the writable one.
  *  1. The journal (journal.c) records FILE, T and the intermediates
- *     with their unique ids.
+ *     with their unique ids, and the identity T will have: a VHDX
+ *     file's DataWriteGuid changes when it is first written (MS-VHDX),
+ *     so the merge picks the new one now (T's writer uses it: the same
+ *     on every re-run).
+ *  1b. VHDX: the layer above T records that identity as its
+ *     parent_linkage2 (one log entry, lib/vhdx/reparent.c), so FILE's
+ *     chain still opens once T has it; T's other children do not
+ *     (they are invalid after a merge anyway, and now detectably).
  *  2. Copy: every sector that L0 .. Lk-1 hold is written into T, with
  *     the content FILE shows there, through T's normal write path
  *     (write.c: crash-safe allocation; bitmaps and BAT at flush).  Only
@@ -336,15 +343,11 @@ open_chains (struct merge *m, const char *file)
 {
   /* Every sector the files hold is merged, up to their current size,
    * whatever size a guest is shown (quirks.c): merge changes no size. */
-  /* Resuming: T may already have its new identity. */
-  bool resuming = m->have_journal && m->j.has_target_new;
   struct vhd_open_options unlocked = {
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
     .disk_size = VHD_DISK_SIZE_CURRENT,
     .cache_budget = m->p->cache_budget,
-    .alias_old = resuming ? m->j.target.id : NULL,
-    .alias_new = resuming ? m->j.target_new : NULL,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
@@ -509,6 +512,28 @@ copy_zero (void *opaque, uint64_t len, uint64_t off)
   return flush_if_pinned (m);
 }
 
+/* Step 1b: the layer right above T learns T's next identity (VHDX:
+ * parent_linkage2), so that FILE's chain opens before, during and
+ * after the copy, by any reader that knows the second linkage. */
+static int
+announce_new_id (struct merge *m)
+{
+  struct vhd_layer *t = m->view->layers[m->k], *above;
+  struct vhd_open_options o = { .no_parents = true };
+  int r;
+
+  if (t->ops->expect_parent_id == NULL)
+    return 0;
+  /* Locked by m->locks; this second description is unlocked. */
+  if (vhd_layer_open (m->view->layers[m->k - 1]->path, true, &o, &above) == -1)
+    return -1;
+  r = above->ops->expect_parent_id (above, t, m->new_id);
+  vhd_layer_close (above);
+  if (r == 0)
+    step (m, "linkage2-written");
+  return r;
+}
+
 /* Steps 2 to 4. */
 static int
 merge_into_target (struct merge *m)
@@ -522,7 +547,7 @@ merge_into_target (struct merge *m)
   struct vhd_layer *top;
   int r;
 
-  if (vhd_copy_chain (&copy) == -1)
+  if (announce_new_id (m) == -1 || vhd_copy_chain (&copy) == -1)
     return -1;
   step (m, "copied");
   if (vhd_chain_flush (m->target) == -1)
@@ -533,7 +558,9 @@ merge_into_target (struct merge *m)
   /* FILE is locked by m->locks; this second description is unlocked. */
   if (vhd_layer_open (m->view->layers[0]->path, true, &o, &top) == -1)
     return -1;
-  r = vhd_layer_set_parent (top, m->view->layers[m->k], m->p->step,
+  /* T as its writable chain knows it: a VHDX T has its new identity
+   * now, which FILE must record. */
+  r = vhd_layer_set_parent (top, m->target->layers[0], m->p->step,
                             m->p->opaque);
   vhd_layer_close (top);
   if (r == 0)

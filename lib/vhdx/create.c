@@ -94,7 +94,7 @@ plan_child (const char *path, const struct vhd_create_params *p,
     : pf->physical_sector;
   memcpy (pl->disk_id, pf->disk_id, 16);
   pl->block = p->block_size ? p->block_size : DEFAULT_BLOCK_DIFF;
-  if (vhdx_locator_build (path, pf, dir, &pl->locator, &pl->locator_len)
+  if (vhdx_locator_build (path, pf, dir, NULL, &pl->locator, &pl->locator_len)
       == -1)
     goto out;
   if (ITEMS_AT + 0x28 + pl->locator_len > META_LENGTH) {

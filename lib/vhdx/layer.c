@@ -348,6 +348,7 @@ const struct layer_ops vhdx_format_ops = {
   .commit = vhdx_commit,
   .begin_write = vhdx_begin_write,
   .set_parent = vhdx_set_parent,
+  .expect_parent_id = vhdx_expect_parent_id,
   .zero_block = vhdx_zero_block,
   .format_id = vhdx_guid_format,
   .new_image = vhdx_new_image,

@@ -7,7 +7,9 @@
  * region (parent_linkage = the new parent's DataWriteGuid,
  * relative_path, absolute_win32_path; keys that named the old parent
  * and cannot be rebuilt here, volume_path and parent_linkage2, are
- * dropped) and its entry in the metadata table.  The FileWriteGuid
+ * dropped) and its entry in the metadata table.  A merge also writes
+ * parent_linkage2, the identity the merge target is about to get
+ * (vhdx_expect_parent_id).  The FileWriteGuid
  * changes (the file's bytes do); the DataWriteGuid does not: the disk
  * shows the same content over a parent with the same content, and this
  * file's own children stay valid.
@@ -45,23 +47,29 @@ struct kv16 {
  * progress writes one, section 5.2). */
 int
 vhdx_locator_build (const char *path, const struct vhdx_file *pf,
-                    const char *child_dir, uint8_t **out, size_t *out_len)
+                    const char *child_dir, const uint8_t *linkage2,
+                    uint8_t **out, size_t *out_len)
 {
-  char linkage[39], g[37];
+  char linkage[39], second[39], g[37];
   char *abs = vhd_windows_path (pf->l.path);
   char *rel = vhd_windows_relative_path (child_dir, pf->l.path);
-  const char *text[3][2] = {
+  const char *text[4][2] = {
     { "parent_linkage", linkage },
     { "absolute_win32_path", abs },
     { "relative_path", rel },
+    { "parent_linkage2", second },
   };
-  struct kv16 kv[3] = { { NULL } };
+  struct kv16 kv[4] = { { NULL } };
   uint8_t *locator;
-  size_t n = 3, i, at, len = 20 + 12 * n;
+  size_t n = linkage2 ? 4 : 3, i, at, len = 20 + 12 * n;
   int r = -1;
 
   vhdx_guid_format (pf->hdr[pf->current].data_write_guid, g);
   snprintf (linkage, sizeof linkage, "{%s}", g);
+  if (linkage2) {
+    vhdx_guid_format (linkage2, g);
+    snprintf (second, sizeof second, "{%s}", g);
+  }
   if (abs == NULL || rel == NULL) {
     vhd_error ("%s: %m", path);
     goto out;
@@ -192,9 +200,11 @@ changed_pages (struct vhdx_file *f, uint32_t index, uint64_t at,
   return -1;
 }
 
-int
-vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
-                 vhd_step_fn step, void *opaque)
+/* Point child at parent; linkage2: also accept a parent with that
+ * DataWriteGuid. */
+static int
+relink (struct vhd_layer *child, const struct vhd_layer *parent,
+        const uint8_t *linkage2, vhd_step_fn step, void *opaque)
 {
   struct vhdx_file *f = vhdx_file (child);
   const struct vhdx_item *old = NULL;
@@ -220,7 +230,7 @@ vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
     goto out;
   }
   if (vhdx_locator_build (child->path, vhdx_file ((struct vhd_layer *) parent),
-                          dir, &item, &len) == -1 ||
+                          dir, linkage2, &item, &len) == -1 ||
       place_item (f, old, len, &at) == -1 ||
       changed_pages (f, old - f->items, at, item, len, &pages, &n) == -1)
     goto out;
@@ -247,4 +257,22 @@ vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
   free (copy);
   free (dir);
   return r;
+}
+
+int
+vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
+                 vhd_step_fn step, void *opaque)
+{
+  return relink (child, parent, NULL, step, opaque);
+}
+
+/* Note <12> of MS-VHDX 2.6.2.6.3, the safe path through a merge: the
+ * identity the parent is about to get is first recorded in the child
+ * as parent_linkage2, then the parent changes; the child opens over
+ * the parent before, during and after. */
+int
+vhdx_expect_parent_id (struct vhd_layer *child,
+                       const struct vhd_layer *parent, const uint8_t id[16])
+{
+  return relink (child, parent, id, NULL, NULL);
 }

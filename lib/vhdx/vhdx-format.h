@@ -294,10 +294,13 @@ int vhdx_log_replay_into_file (struct vhdx_file *f);
  * at path (in child_dir, a real path), as Hyper-V writes it; and
  * set_parent (layer.h). */
 int vhdx_locator_build (const char *path, const struct vhdx_file *pf,
-                        const char *child_dir, uint8_t **out,
-                        size_t *out_len);
+                        const char *child_dir, const uint8_t *linkage2,
+                        uint8_t **out, size_t *out_len);
 int vhdx_set_parent (struct vhd_layer *child, const struct vhd_layer *parent,
                      vhd_step_fn step, void *opaque);
+int vhdx_expect_parent_id (struct vhd_layer *child,
+                           const struct vhd_layer *parent,
+                           const uint8_t id[16]);
 
 /* write.c: the writer operations (layer.h). */
 int vhdx_writer_init (struct vhd_layer *l);
