@@ -73,7 +73,9 @@ save_check_start (const char *path, const char *parent)
     nbdkit_error ("overlay-save-parent: %s is not a usable VHD file", parent);
     return -1;
   }
-  /* The child is made by vhd_create, which makes VHD files only. */
+  /* A child is of its parent's format, and the overlay is copied into
+   * it through the chain's write path, which writes VHD files only so
+   * far. */
   if (strcmp (vhd_layer_format (f), "VHD") != 0) {
     nbdkit_error ("overlay-save-parent: %s is a %s file: saving the "
                   "overlay as a child of it is not supported yet", parent,

@@ -82,12 +82,23 @@ ovserve "$PLUGIN" "$tmp/win10-dynamic.vhdx" overlay-scope=connection -- '
   > "$tmp/.out" 2>&1 &&
   pass "overlay filter over a VHDX, overlay-scope=connection" ||
   { fail "overlay filter over a VHDX"; diag_file "$tmp/.out"; }
-# Nothing writes VHDX yet: every writing command says so, and makes or
-# changes nothing.
-check_fails "create -p with a VHDX parent: refused" \
-  'win10-dynamic\.vhdx: is a VHDX file: creating VHDX files \(and children of them\) is not supported yet' \
+# A child of a Windows VHDX is a VHDX (whatever its name), reads as its
+# parent and leaves it alone; one of the other format is refused.
+check "create -p of a Windows VHDX" \
   "$VHDTOOL" create -p "$tmp/win10-dynamic.vhdx" "$tmp/child.vhd"
-[ ! -e "$tmp/child.vhd" ] && pass "... and no file made" || fail "child.vhd made"
+check_hash "... the child reads as its parent" \
+  8e2b5e9265d694b42b81819e3bff29770eff4ed0f4f9f311693ff3dbdc93efac \
+  "$tmp/child.vhd"
+"$VHDTOOL" info "$tmp/child.vhd" > "$tmp/.out" 2>&1
+out_has "... and is a VHDX" '^format: +VHDX'
+out_has "... linked to the parent's DataWriteGuid" \
+  '^locator: +parent_linkage = \{28e09ae1-ab94-4815-a155-f143e2d00a3f\}'
+check_fails "create -f vhd -p with a VHDX parent: refused" \
+  'child2\.vhd: a child must be of its parent.s format: .*win10-dynamic\.vhdx is a VHDX file, not VHD' \
+  "$VHDTOOL" create -f vhd -p "$tmp/win10-dynamic.vhdx" "$tmp/child2.vhd"
+[ ! -e "$tmp/child2.vhd" ] && pass "... and no file made" || fail "child2.vhd made"
+# Nothing else writes VHDX yet: those commands say so, and change
+# nothing.
 check_fails "set-parent of a VHDX: refused" \
   'win-differencing\.avhdx: writing VHDX files is not supported yet' \
   "$VHDTOOL" set-parent "$tmp/win-differencing.avhdx" "$tmp/win10-dynamic.vhdx"
