@@ -37,6 +37,10 @@ add_range (void *opaque, uint64_t off, uint64_t len, int layer)
 {
   struct ranges *rs = opaque;
 
+  /* Zeros a layer decides (a VHDX zero state) hide what is below it:
+   * they are copied like data (as zeros) when that layer is. */
+  if (layer < -1)
+    layer = RUN_ZERO_LAYER (layer);
   if (layer < rs->lo || layer >= rs->hi)
     return 0;
   rs->total += len;
@@ -95,7 +99,8 @@ vhd_copy_chain (const struct vhd_copy *cp)
   size_t i;
   int r = -1;
 
-  if (vhd_chain_extents (cp->src, 0, cp->src->size, add_range, &rs) == -1) {
+  if (vhd_chain_extents_by (cp->src, 0, cp->src->size, add_range, &rs,
+                            true) == -1) {
     if (errno == ENOMEM)
       vhd_error ("%s: %m", cp->src->layers[0]->path);
     goto out;

@@ -58,9 +58,20 @@ static inline void put_be64 (uint8_t *p, uint64_t v)
 struct run {
   uint32_t rel;
   uint32_t n;
-  int32_t layer;
+  int32_t layer;                /* the layer holding the data; negative:
+                                   zeros, -1 as no layer holds anything,
+                                   RUN_ZERO_BY (k) as layer k says so (a
+                                   VHDX block in a zero state) */
   uint64_t file_off;
 };
+#define RUN_ZERO_BY(k) (-2 - (int32_t) (k))
+#define RUN_ZERO_LAYER(layer) (-2 - (layer))
+
+/* vhd_chain_extents, where zero_layers gives zeros a layer decided as
+ * RUN_ZERO_BY (k) (merge copies those: they hide what lies below). */
+int vhd_chain_extents_by (struct vhd_chain *c, uint64_t offset,
+                          uint64_t count, vhd_extent_fn fn, void *opaque,
+                          bool zero_layers);
 
 struct block_entry {
   struct run *below;            /* resolution by the layers under the top */
@@ -110,6 +121,10 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint64_t data_off, uint32_t rel,
                            uint32_t n);
+/* The top file now reads as zeros in all of block blk (its back-end's
+ * zero_block), whatever lies below; -1 on allocation failure. */
+int vhd_cache_top_zeroed (struct vhd_chain *c, struct block_entry *e,
+                          uint32_t blk);
 /* With the block's lock held, after clearing e->flushing (write.c):
  * an entry neither dirty nor flushing may be evicted again. */
 void vhd_cache_unpinned (struct vhd_chain *c, struct block_entry *e);
@@ -207,6 +222,8 @@ struct journal_entry {
 };
 struct merge_journal {
   struct journal_entry file, target;
+  bool has_target_new;                  /* the identity the merge gives */
+  uint8_t target_new[16];               /* the target (VHDX) */
   struct journal_entry *remove;         /* intermediate layers */
   size_t n_remove, remove_cap;
 };

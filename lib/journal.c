@@ -10,7 +10,10 @@
  * sure a file is only ever removed if it is the one that was merged.
  *
  * Text, one entry per line: "vhdtool merge journal 1", then
- * "file|target|remove <32 hex digits> <absolute path>".  It is written
+ * "file|target|remove <32 hex digits> <absolute path>", and after the
+ * target "target-new <id> <path>": the identity the merge gives the
+ * target (a VHDX file's DataWriteGuid changes when it is written; VHD
+ * ids never do, but the line is there all the same).  It is written
  * to a temporary name, synced, and renamed into place, then the
  * directory is synced: it is either absent or complete.
  */
@@ -109,6 +112,11 @@ vhd_journal_write (const char *jpath, const struct merge_journal *j)
   fprintf (fp, "%s\n", MAGIC);
   put_entry (fp, "file", &j->file);
   put_entry (fp, "target", &j->target);
+  if (j->has_target_new) {
+    struct journal_entry e = { .path = j->target.path };
+    memcpy (e.id, j->target_new, 16);
+    put_entry (fp, "target-new", &e);
+  }
   for (i = 0; i < j->n_remove; i++)
     put_entry (fp, "remove", &j->remove[i]);
   if (fflush (fp) == EOF || fsync (fileno (fp)) == -1)
@@ -188,6 +196,14 @@ vhd_journal_read (const char *jpath, struct merge_journal *j)
     else if (n == 2) {
       if (parse_entry (line, "target", &j->target) == -1)
         goto bad;
+    }
+    else if (strncmp (line, "target-new ", 11) == 0) {
+      struct journal_entry tn = { .path = NULL };
+      if (j->has_target_new || parse_entry (line, "target-new", &tn) == -1)
+        goto bad;
+      free (tn.path);
+      memcpy (j->target_new, tn.id, 16);
+      j->has_target_new = true;
     }
     else {
       if (ARRAY_RESERVE (j->remove, j->remove_cap, j->n_remove + 1) == -1)

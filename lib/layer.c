@@ -46,6 +46,20 @@ pick_format (const char *path)
 }
 
 int
+vhd_layer_set_parent (struct vhd_layer *child,
+                      const struct vhd_layer *parent, vhd_step_fn step,
+                      void *opaque)
+{
+  if (child->ops->set_parent == NULL) {
+    vhd_error ("%s: re-pointing %s files at a parent is not supported yet",
+               child->path, child->ops->format);
+    errno = ENOTSUP;
+    return -1;
+  }
+  return child->ops->set_parent (child, parent, step, opaque);
+}
+
+int
 vhd_layer_open (const char *path, bool writable,
                 const struct vhd_open_options *opts, struct vhd_layer **out)
 {

@@ -121,12 +121,21 @@ struct layer_ops {
    * commit makes the given bitmaps and every published block durable,
    * with the format's crash-safe protocol (it starts by making the data
    * written so far durable); on failure the back-end keeps its own
-   * metadata dirty. */
+   * metadata dirty.  publish fails only for want of memory: the block
+   * then stays unreferenced. */
   int (*writer_init) (struct vhd_layer *l);
   void (*writer_free) (struct vhd_layer *l);
   int (*alloc_block) (struct vhd_layer *l, uint32_t blk, uint64_t *data_off);
-  void (*publish) (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
+  int (*publish) (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
   int (*commit) (struct vhd_layer *l, const struct dirty_block *b, size_t n);
+  /* Optional.  begin_write: called once per writable session, before
+   * the first change the core makes to the file (a session that only
+   * reads never calls it): VHDX's new FileWriteGuid and DataWriteGuid.
+   * zero_block: make block blk read as zeros without writing data
+   * (VHDX's ZERO state): 1 if done, 0 if this file keeps its blocks
+   * (the core writes zeros), -1 on error. */
+  int (*begin_write) (struct vhd_layer *l);
+  int (*zero_block) (struct vhd_layer *l, uint32_t blk);
 
   /* Chains: every way this (differencing) layer names its parent, in
    * the order to try them. */
@@ -174,6 +183,11 @@ void vhd_layer_close_file (struct vhd_layer *l);
 /* layer.c: id as text, as l's format prints it. */
 void vhd_layer_format_id (const struct vhd_layer *l, const uint8_t id[16],
                           char out[37]);
+
+/* layer.c: the back-end's set_parent, or an error when it has none. */
+int vhd_layer_set_parent (struct vhd_layer *child,
+                          const struct vhd_layer *parent, vhd_step_fn step,
+                          void *opaque);
 
 /* layer.c: open path with the back-end that recognises it. */
 int vhd_layer_open (const char *path, bool writable,

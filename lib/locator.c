@@ -557,6 +557,17 @@ reopen_reporting (struct vhd_layer **p, const struct vhd_open_options *opts)
   return r;
 }
 
+/* The target of an interrupted merge, with the identity the merge gave
+ * it (merge.c records both in its journal). */
+static bool
+is_merge_alias (const struct vhd_open_options *opts,
+                const struct vhd_layer *child, const struct vhd_layer *p)
+{
+  return opts->alias_old && opts->alias_new &&
+         memcmp (child->parent_id, opts->alias_old, 16) == 0 &&
+         memcmp (p->id, opts->alias_new, 16) == 0;
+}
+
 int
 vhd_find_parent (struct vhd_layer *child,
                  const struct vhd_open_options *opts,
@@ -630,7 +641,8 @@ vhd_find_parent (struct vhd_layer *child,
     }
     if (memcmp (p->id, child->parent_id, 16) == 0 ||
         (child->has_parent_id2 &&
-         memcmp (p->id, child->parent_id2, 16) == 0)) {
+         memcmp (p->id, child->parent_id2, 16) == 0) ||
+        is_merge_alias (opts, child, p)) {
       if (memcmp (p->id, child->parent_id, 16) != 0)
         vhd_warning ("%s: its parent %s matches the second linkage "
                      "(parent_linkage2), as in the middle of a merge",

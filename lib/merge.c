@@ -54,6 +54,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #include "internal.h"
 
@@ -66,6 +67,8 @@ struct merge {
   struct vhd_chain *view;       /* FILE's chain, read for the copy */
   struct vhd_chain *target;     /* T's chain, writable */
   unsigned k;                   /* T's depth in FILE's chain */
+  uint8_t new_id[16];           /* the identity T gets (VHDX: its new
+                                   DataWriteGuid), chosen beforehand */
 };
 
 static void
@@ -236,9 +239,14 @@ check_removable (const struct merge *m)
 static bool
 vhd_name (const char *name)
 {
+  static const char *const ext[] = { ".vhd", ".avhd", ".vhdx", ".avhdx" };
   size_t n = strlen (name);
-  return (n > 4 && strcasecmp (name + n - 4, ".vhd") == 0) ||
-         (n > 5 && strcasecmp (name + n - 5, ".avhd") == 0);
+
+  for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+    if (n > strlen (ext[i]) &&
+        strcasecmp (name + n - strlen (ext[i]), ext[i]) == 0)
+      return true;
+  return false;
 }
 
 /* Differencing disks beside T or FILE whose parent is T, outside the
@@ -300,12 +308,16 @@ warn_other_children (const struct merge *m)
     find_other_children (m, dirname (d1), found, sizeof found);
     find_other_children (m, dirname (d2), found, sizeof found);
   }
+  const char *how = m->view->layers[m->k]->ops == &vhd_format_ops ? ""
+                    : " (and its DataWriteGuid, so they are refused)";
+
   if (found[0])
-    vhd_warning ("%s: the merge changes it, so its other differencing "
-                 "disks become invalid: %s", t, found);
+    vhd_warning ("%s: the merge changes it%s, so its other differencing "
+                 "disks become invalid: %s", t, how, found);
   else
-    vhd_warning ("%s: the merge changes it: any other differencing disk "
-                 "based on it (none found beside it) becomes invalid", t);
+    vhd_warning ("%s: the merge changes it%s: any other differencing disk "
+                 "based on it (none found beside it) becomes invalid", t,
+                 how);
   free (d1);
   free (d2);
 }
@@ -324,17 +336,22 @@ open_chains (struct merge *m, const char *file)
 {
   /* Every sector the files hold is merged, up to their current size,
    * whatever size a guest is shown (quirks.c): merge changes no size. */
+  /* Resuming: T may already have its new identity. */
+  bool resuming = m->have_journal && m->j.has_target_new;
   struct vhd_open_options unlocked = {
     .readonly = true, .no_lock = true, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
     .disk_size = VHD_DISK_SIZE_CURRENT,
     .cache_budget = m->p->cache_budget,
+    .alias_old = resuming ? m->j.target.id : NULL,
+    .alias_new = resuming ? m->j.target_new : NULL,
   };
   struct vhd_open_options writable = {
     .readonly = false, .missing_parent_hint = MERGE_PARENT_HINT,
     .confine_parents = m->p->confine_parents,
     .disk_size = VHD_DISK_SIZE_CURRENT,
     .cache_budget = m->p->cache_budget,
+    .new_data_id = m->new_id,
   };
   char *dir = NULL;
   unsigned i;
@@ -378,6 +395,16 @@ entry_is (const struct journal_entry *e, const struct vhd_layer *f)
          strcmp (e->path, f->path) == 0;
 }
 
+/* The target as recorded: with the identity it had, or the one the
+ * merge gives it (it changes when the merge first writes a VHDX). */
+static bool
+target_is (const struct merge_journal *j, const struct vhd_layer *t)
+{
+  return entry_is (&j->target, t) ||
+         (j->has_target_new && memcmp (j->target_new, t->id, 16) == 0 &&
+          strcmp (j->target.path, t->path) == 0);
+}
+
 /* Step 1, or the check that the recorded merge is this one. */
 static int
 record (struct merge *m)
@@ -386,7 +413,7 @@ record (struct merge *m)
   unsigned i;
 
   if (m->have_journal) {
-    if (entry_is (&m->j.target, c->layers[m->k]))
+    if (target_is (&m->j, c->layers[m->k]))
       return 0;
     vhd_error ("%s: records an interrupted merge of %s into %s; run "
                "'vhdtool merge --into %s %s' to complete it first",
@@ -397,6 +424,8 @@ record (struct merge *m)
   }
   set_entry (&m->j.file, c->layers[0]);
   set_entry (&m->j.target, c->layers[m->k]);
+  m->j.has_target_new = true;
+  memcpy (m->j.target_new, m->new_id, 16);
   m->j.remove = calloc (m->k, sizeof *m->j.remove);
   /* Counted only once the array exists: vhd_journal_free walks it. */
   m->j.n_remove = m->j.remove ? m->k - 1 : 0;
@@ -504,8 +533,8 @@ merge_into_target (struct merge *m)
   /* FILE is locked by m->locks; this second description is unlocked. */
   if (vhd_layer_open (m->view->layers[0]->path, true, &o, &top) == -1)
     return -1;
-  r = top->ops->set_parent (top, m->view->layers[m->k], m->p->step,
-                           m->p->opaque);
+  r = vhd_layer_set_parent (top, m->view->layers[m->k], m->p->step,
+                            m->p->opaque);
   vhd_layer_close (top);
   if (r == 0)
     step (m, "reparented");
@@ -554,6 +583,10 @@ vhd_merge (const char *file, const struct vhd_merge_params *p)
   else if (errno != ENOENT)
     goto out;
 
+  if (m.have_journal && m.j.has_target_new)
+    memcpy (m.new_id, m.j.target_new, 16);
+  else
+    uuid_generate (m.new_id);
   if (m.have_journal && access (file, F_OK) == -1 && errno == ENOENT) {
     r = finish_recorded (&m);
     goto out;

@@ -421,7 +421,7 @@ emit (struct runlist *l, uint32_t sector, uint32_t rel, uint32_t n,
   if (n == 0)
     return 0;
   if (last && last->layer == layer && last->rel + last->n == rel &&
-      (layer == -1 ||
+      (layer < 0 ||
        last->file_off + (uint64_t) last->n * sector == file_off)) {
     last->n += n;
     return 0;
@@ -514,7 +514,7 @@ walk_layers (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
       r = fall_through (w, k, vsec, m, base, out);
       break;
     case BLOCK_ZERO:
-      r = emit (out, sector, vsec - base, m, -1, 0);
+      r = emit (out, sector, vsec - base, m, RUN_ZERO_BY (k), 0);
       break;
     case BLOCK_PRESENT:
       r = emit (out, sector, vsec - base, m, k,
@@ -648,7 +648,8 @@ fill_entry (struct vhd_chain *c, uint32_t blk, bool materialize)
     if (walk_layers (&w, 1, base, nsec, base, &below) == -1)
       goto err;
   }
-  else if (emit (&below, c->sector, 0, nsec, -1, 0) == -1)
+  else if (emit (&below, c->sector, 0, nsec,
+                 map.state == BLOCK_ZERO ? RUN_ZERO_BY (0) : -1, 0) == -1)
     goto err;
   e->below = below.r;
   e->n_below = below.n;
@@ -728,7 +729,7 @@ vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 
   for (i = 0; i < e->n_merged; i++) {
     const struct run *r = &e->merged[i];
-    if (r->rel < end && rel < r->rel + (uint64_t) r->n && r->layer != -1)
+    if (r->rel < end && rel < r->rel + (uint64_t) r->n && r->layer >= 0)
       return false;
   }
   return true;
@@ -764,6 +765,30 @@ vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
   return changed;
 }
 
+int
+vhd_cache_top_zeroed (struct vhd_chain *c, struct block_entry *e,
+                      uint32_t blk)
+{
+  struct runlist zeros = { NULL, 0, 0 };
+
+  if (emit (&zeros, c->sector, 0, vhd_block_sectors (c, blk),
+            RUN_ZERO_BY (0), 0) == -1)
+    return -1;
+  free (e->below);
+  e->below = zeros.r;
+  e->n_below = zeros.n;
+  free (e->top_bitmap);
+  e->top_bitmap = NULL;
+  e->top_data_off = 0;
+  if (merge_top (c, e, vhd_block_sectors (c, blk)) == -1) {
+    account (c, e);
+    return -1;
+  }
+  fit_runs (&e->merged, e->n_merged);
+  account (c, e);
+  return 0;
+}
+
 /* ------------------------------------------------------------ reading */
 
 /* Serve [offset, offset+count) of block blk from the runs given. */
@@ -782,7 +807,7 @@ read_runs (struct vhd_chain *c, const struct run *runs, uint32_t n,
 
     if (s >= e)
       continue;
-    if (runs[i].layer == -1) {
+    if (runs[i].layer < 0) {
       memset (buf + (s - offset), 0, e - s);
       continue;
     }
@@ -916,6 +941,13 @@ int
 vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
                    vhd_extent_fn fn, void *opaque)
 {
+  return vhd_chain_extents_by (c, offset, count, fn, opaque, false);
+}
+
+int
+vhd_chain_extents_by (struct vhd_chain *c, uint64_t offset, uint64_t count,
+                      vhd_extent_fn fn, void *opaque, bool zero_layers)
+{
   struct vhd_layer *t = top (c);
   uint64_t end = MIN (offset + count, c->size);
   uint64_t pend_off = offset, pend_len = 0;
@@ -943,7 +975,7 @@ vhd_chain_extents (struct vhd_chain *c, uint64_t offset, uint64_t count,
       const struct run *r = &e->merged[i];
       uint64_t s = block_start + (uint64_t) r->rel * c->sector;
       uint64_t x = MIN (s + (uint64_t) r->n * c->sector, block_end);
-      int kind = r->layer;
+      int kind = r->layer < 0 && !zero_layers ? -1 : r->layer;
 
       s = MAX (s, offset);
       if (s >= x)

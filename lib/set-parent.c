@@ -99,7 +99,7 @@ vhd_set_parent (const char *file, const char *parent,
       vhd_layer_open (parent, false, &o, &p) == -1 ||
       check_pair (c, p, params) == -1 ||
       vhd_lock_file (p, false) == -1 ||
-      c->ops->set_parent (c, p, params->step, params->opaque) == -1)
+      vhd_layer_set_parent (c, p, params->step, params->opaque) == -1)
     goto out;
   r = 0;
  out:

@@ -122,6 +122,15 @@ struct vhd_open_options {
    * cached whatever it costs (see resolve.c), so it may be exceeded
    * until the next flush. */
   uint64_t cache_budget;
+  /* VHDX: the DataWriteGuid a writing session gives the top file (NULL:
+   * a random one, as MS-VHDX wants; merge.c chooses it beforehand so
+   * that an interrupted merge can recognise its target). */
+  const uint8_t *new_data_id;
+  /* An interrupted merge (merge.c): a parent whose identity is
+   * alias_new is accepted where a child expects alias_old (the target
+   * took its new DataWriteGuid when the merge began writing it).  Both
+   * NULL otherwise. */
+  const uint8_t *alias_old, *alias_new;
 };
 
 /* ------------------------------------------------------------ layers */

@@ -54,6 +54,8 @@
 #include "internal.h"
 
 struct vhd_writer {
+  pthread_mutex_t begin_lock;
+  bool began;                   /* begin_write was called (atomics) */
   pthread_mutex_t dirty_lock;
   uint32_t *dirty_blocks;       /* blocks whose bitmap must be written */
   size_t n_dirty;
@@ -78,6 +80,7 @@ vhd_writer_init (struct vhd_chain *c)
 
   if (w == NULL)
     goto nomem;
+  pthread_mutex_init (&w->begin_lock, NULL);
   pthread_mutex_init (&w->dirty_lock, NULL);
   pthread_mutex_init (&w->flush_lock, NULL);
   w->punch_works = true;
@@ -105,12 +108,35 @@ vhd_writer_free (struct vhd_chain *c)
   if (w == NULL)
     return;
   top (c)->ops->writer_free (top (c));
+  pthread_mutex_destroy (&w->begin_lock);
   pthread_mutex_destroy (&w->dirty_lock);
   pthread_mutex_destroy (&w->flush_lock);
   free (w->dirty_blocks);
   free (w->zeros);
   free (w);
   c->writer = NULL;
+}
+
+/* Before the first change to the top file of this session: the
+ * back-end's begin_write (VHDX: new write GUIDs), once. */
+static int
+begin_write (struct vhd_chain *c)
+{
+  struct vhd_writer *w = c->writer;
+  struct vhd_layer *t = top (c);
+  int r = 0;
+
+  if (__atomic_load_n (&w->began, __ATOMIC_ACQUIRE))
+    return 0;
+  pthread_mutex_lock (&w->begin_lock);
+  if (!w->began) {
+    if (t->ops->begin_write)
+      r = t->ops->begin_write (t);
+    if (r == 0)
+      __atomic_store_n (&w->began, true, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&w->begin_lock);
+  return r;
 }
 
 /* The dirty list has room for every block (reserved at init, touched
@@ -165,6 +191,8 @@ write_piece (struct vhd_chain *c, uint32_t blk, const char *buf,
     src = bounce;
   }
 
+  if (begin_write (c) == -1)
+    goto out;
   fresh = e->top_bitmap == NULL;
   if (fresh) {
     if (t->ops->alloc_block (t, blk, &data_off) == -1)
@@ -178,8 +206,8 @@ write_piece (struct vhd_chain *c, uint32_t blk, const char *buf,
     goto out;
   }
   /* Only now may readers find the block through the table. */
-  if (fresh)
-    t->ops->publish (t, blk, data_off);
+  if (fresh && t->ops->publish (t, blk, data_off) == -1)
+    goto out;
   switch (vhd_cache_top_written (c, e, blk, data_off, rel, end - rel)) {
   case -1:
     vhd_error ("%s: write: %m", t->path);
@@ -197,14 +225,19 @@ write_piece (struct vhd_chain *c, uint32_t blk, const char *buf,
   return r;
 }
 
-/* Give the host space of [offset, offset+len) of f back: afterwards
- * the range reads as zeros.  1 if done, 0 if the file system cannot
- * punch holes, -1 on error. */
+/* Give the host space of [offset, offset+len) of the top file back:
+ * afterwards the range reads as zeros.  1 if done, 0 if the file system
+ * cannot punch holes, -1 on error. */
 static int
-punch_hole (const struct vhd_layer *f, uint64_t offset, uint64_t len)
+punch_hole (struct vhd_chain *c, uint64_t offset, uint64_t len)
 {
-  if (len == 0 ||
-      fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  const struct vhd_layer *f = top (c);
+
+  if (len == 0)
+    return 1;
+  if (begin_write (c) == -1)
+    return -1;
+  if (fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  offset, len) == 0)
     return 1;
   if (errno == EOPNOTSUPP || errno == ENOSYS)
@@ -225,6 +258,28 @@ check_writable (struct vhd_chain *c)
   return 0;
 }
 
+/* Block blk (its lock held) through the back-end's zero_block: 1 if
+ * done, 0 if the caller must write zeros, -1 on error. */
+static int
+zero_whole_block (struct vhd_chain *c, uint32_t blk)
+{
+  struct vhd_layer *t = top (c);
+  struct block_entry *e;
+  int r;
+
+  if (begin_write (c) == -1)
+    return -1;
+  r = t->ops->zero_block (t, blk);
+  if (r != 1)
+    return r;
+  e = vhd_cache_get (c, blk, true);
+  if (e == NULL || vhd_cache_top_zeroed (c, e, blk) == -1) {
+    vhd_error ("%s: zero: %m", t->path);
+    return -1;
+  }
+  return 1;
+}
+
 static int
 write_one (struct vhd_chain *c, uint32_t blk, uint64_t done, uint64_t n,
            uint64_t offset, void *buf)
@@ -242,7 +297,8 @@ vhd_chain_pwrite (struct vhd_chain *c, const void *buf, uint64_t count,
   if (check_writable (c) == -1)
     return -1;
   if (t->flat) {
-    if (full_pwrite (t->fd, buf, count, offset) == -1) {
+    if (begin_write (c) == -1 ||
+        full_pwrite (t->fd, buf, count, offset) == -1) {
       vhd_error ("%s: write at offset %" PRIu64 ": %m", t->path, offset);
       return -1;
     }
@@ -269,7 +325,7 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
           count >= c->sector) {
         int p;
         n = ROUND_DOWN (count, c->sector);
-        p = punch_hole (t, offset, n);
+        p = punch_hole (c, offset, n);
         if (p == -1)
           return -1;
         if (p == 1) {
@@ -280,7 +336,8 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
         __atomic_store_n (&c->writer->punch_works, false, __ATOMIC_RELAXED);
       }
       n = MIN (count, sizeof zeros);
-      if (full_pwrite (t->fd, zeros, n, offset) == -1) {
+      if (begin_write (c) == -1 ||
+          full_pwrite (t->fd, zeros, n, offset) == -1) {
         vhd_error ("%s: write at offset %" PRIu64 ": %m", t->path, offset);
         return -1;
       }
@@ -292,19 +349,26 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
       struct block_entry *e;
       bool already_zero;
 
+      int done = 0;
+
       n = MIN (count, block_start + t->block_size - offset);
       rel = (offset - block_start) / c->sector;
       end = (offset + n - block_start + c->sector - 1) / c->sector;
       vhd_cache_lock (c, blk);
       e = vhd_cache_get (c, blk, false);
       already_zero = e && vhd_cache_range_is_zero (e, rel, end);
+      /* The whole block (up to the end of the disk): a back-end with a
+       * zero state takes it without data. */
+      if (e && !already_zero && t->ops->zero_block && rel == 0 &&
+          end == vhd_block_sectors (c, blk))
+        done = zero_whole_block (c, blk);
       vhd_cache_unlock (c, blk);
-      if (e == NULL)
+      if (e == NULL || done == -1)
         return -1;
       /* Ranges no layer holds already read as zeros.  Anything else gets
        * real zeros in the top file with its bits set: a cleared bit
        * would let the parent's data show through. */
-      if (!already_zero &&
+      if (!already_zero && done == 0 &&
           write_piece (c, blk, c->writer->zeros, n, offset) == -1)
         return -1;
     }
@@ -332,7 +396,7 @@ trim_piece (struct vhd_chain *c, uint32_t blk, uint32_t rel, uint32_t end)
     uint32_t s = MAX (run->rel, rel), x = MIN (run->rel + run->n, end);
 
     if (run->layer == 0 && s < x)
-      r = punch_hole (top (c), run->file_off +
+      r = punch_hole (c, run->file_off +
                       (uint64_t) (s - run->rel) * c->sector,
                       (uint64_t) (x - s) * c->sector);
   }
@@ -353,7 +417,7 @@ vhd_chain_trim (struct vhd_chain *c, uint64_t count, uint64_t offset)
   if (start >= end)
     return 0;
   if (t->flat)
-    return punch_hole (t, start, end - start) == -1 ? -1 : 0;
+    return punch_hole (c, start, end - start) == -1 ? -1 : 0;
   while (start < end) {
     uint32_t blk = start / t->block_size;
     uint64_t block_start = (uint64_t) blk * t->block_size;
@@ -480,16 +544,23 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
 
     vhd_cache_lock (c, blk);
     e = vhd_cache_get (c, blk, false);
-    if (e == NULL || e->top_bitmap == NULL) {   /* cannot happen */
+    if (e == NULL) {
       vhd_cache_unlock (c, blk);
       give_back (w, taken + i, n - i);
       free (taken);
       errno = EIO;
       return -1;
     }
-    memcpy (s->bitmaps + i * bytes, e->top_bitmap, bytes);
-    s->blocks[i] = (struct dirty_block) { blk, e->top_data_off,
-                                          s->bitmaps + i * bytes };
+    if (e->top_bitmap == NULL) {
+      /* Zeroed since it was written (zero_block): no bitmap to write. */
+      e->dirty = false;
+      vhd_cache_unpinned (c, e);
+      vhd_cache_unlock (c, blk);
+      continue;
+    }
+    memcpy (s->bitmaps + s->n * bytes, e->top_bitmap, bytes);
+    s->blocks[s->n] = (struct dirty_block) { blk, e->top_data_off,
+                                             s->bitmaps + s->n * bytes };
     /* Clean from now on: a write that sets bits after this copy lists
      * the block again for the next flush.  But the file still holds the
      * old bitmap until the commit: were the entry evicted and re-filled
@@ -498,7 +569,7 @@ take_snapshot (struct vhd_chain *c, struct snapshot *s)
      * back.  flushing pins it until end_flush. */
     e->dirty = false;
     e->flushing = true;
-    s->n = i + 1;
+    s->n++;
     vhd_cache_unlock (c, blk);
   }
   free (taken);

@@ -188,7 +188,7 @@ vhd_file_alloc_block (struct vhd_layer *l, uint32_t blk, uint64_t *data_off)
   return r;
 }
 
-void
+int
 vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off)
 {
   struct vhd_file *f = vhd_file (l);
@@ -197,6 +197,7 @@ vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off)
   pthread_mutex_lock (&f->dirty->lock);
   f->dirty->sectors[blk / (VHD_SECTOR / 4)] = 1;
   pthread_mutex_unlock (&f->dirty->lock);
+  return 0;
 }
 
 /* 3a: the dirty BAT sectors, encoded now. */

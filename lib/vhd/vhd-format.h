@@ -203,7 +203,7 @@ int vhd_file_writer_init (struct vhd_layer *l);
 void vhd_file_writer_free (struct vhd_layer *l);
 int vhd_file_alloc_block (struct vhd_layer *l, uint32_t blk,
                           uint64_t *data_off);
-void vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
+int vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
 int vhd_file_commit (struct vhd_layer *l, const struct dirty_block *b,
                      size_t n);
 

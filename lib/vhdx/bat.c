@@ -11,6 +11,12 @@
  * layer, with a lock, and refilled from the file (through the replayed
  * log, vhdx_pread).  Every entry is checked each time its page is read:
  * a file changed under us gives an error, never a read elsewhere.
+ *
+ * Writers keep the pages they changed in an overlay, in front of the
+ * cache and the file, until the change is in the file (write.c takes
+ * the dirty pages for a commit, logs them, writes them in place and
+ * then drops them here): lookups always see the newest entries, and
+ * the memory is bounded by the pages changed since the last flush.
  */
 #include <config.h>
 
@@ -24,11 +30,20 @@
 #define ENTRIES_PER_PAGE (PAGE / 8)
 #define SLOTS 16
 
+struct overlay_page {
+  uint64_t page;
+  bool dirty;                   /* changed since taken for a commit */
+  uint8_t fresh[ENTRIES_PER_PAGE / 8];  /* see VHDX_BAT_FRESH */
+  uint8_t data[PAGE];
+};
+
 struct vhdx_bat_cache {
   pthread_mutex_t lock;
   uint64_t page[SLOTS];         /* page number + 1; 0: empty */
   unsigned next;                /* round-robin victim */
   uint8_t data[SLOTS][PAGE];
+  struct overlay_page **ov;     /* writers: sorted by page */
+  size_t n_ov, cap_ov;
 };
 
 int
@@ -45,6 +60,10 @@ void
 vhdx_bat_free (struct vhdx_file *f)
 {
   if (f->bat_cache) {
+    size_t i;
+    for (i = 0; i < f->bat_cache->n_ov; i++)
+      free (f->bat_cache->ov[i]);
+    free (f->bat_cache->ov);
     pthread_mutex_destroy (&f->bat_cache->lock);
     free (f->bat_cache);
     f->bat_cache = NULL;
@@ -119,6 +138,34 @@ read_page (struct vhdx_file *f, uint64_t page, uint8_t *out)
   return vhdx_pread (f, out, PAGE, f->bat_offset + page * PAGE);
 }
 
+/* The overlay's index of page, or where it would go (*found false). */
+static size_t
+ov_find (const struct vhdx_bat_cache *c, uint64_t page, bool *found)
+{
+  size_t lo = 0, hi = c->n_ov;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c->ov[mid]->page < page)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  *found = lo < c->n_ov && c->ov[lo]->page == page;
+  return lo;
+}
+
+static unsigned
+cache_slot (const struct vhdx_bat_cache *c, uint64_t page)
+{
+  unsigned s;
+
+  for (s = 0; s < SLOTS; s++)
+    if (c->page[s] == page + 1)
+      break;
+  return s;
+}
+
 int
 vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
 {
@@ -127,11 +174,17 @@ vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
   char why[160];
   unsigned s;
   uint64_t e;
+  bool found;
+  size_t o;
 
   pthread_mutex_lock (&c->lock);
-  for (s = 0; s < SLOTS; s++)
-    if (c->page[s] == page + 1)
-      break;
+  o = c->n_ov ? ov_find (c, page, &found) : (found = false, 0);
+  if (found) {
+    e = le64 (c->ov[o]->data + (i % ENTRIES_PER_PAGE) * 8);
+    pthread_mutex_unlock (&c->lock);
+    goto check;
+  }
+  s = cache_slot (c, page);
   if (s == SLOTS) {
     s = c->next;
     c->next = (c->next + 1) % SLOTS;
@@ -147,6 +200,7 @@ vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
   e = le64 (c->data[s] + (i % ENTRIES_PER_PAGE) * 8);
   pthread_mutex_unlock (&c->lock);
 
+ check:
   if (entry_problem (f, i, e, why, sizeof why)) {
     vhd_error ("%s: BAT entry %" PRIu64 ": %s", f->l.path, i, why);
     errno = EINVAL;
@@ -155,6 +209,166 @@ vhdx_bat_entry (struct vhdx_file *f, uint64_t i, uint64_t *entry)
   *entry = e;
   return 0;
 }
+
+/* ------------------------------------------------------------ writers */
+
+static void
+put_le64 (uint8_t *p, uint64_t v)
+{
+  for (int k = 0; k < 8; k++)
+    p[k] = v >> (8 * k);
+}
+
+/* The overlay page for page, made from the cache or the file (with the
+ * lock held; NULL after a message). */
+static struct overlay_page *
+ov_get (struct vhdx_file *f, uint64_t page)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  struct overlay_page *p;
+  bool found;
+  size_t o = ov_find (c, page, &found);
+  unsigned s;
+
+  if (found)
+    return c->ov[o];
+  if (c->n_ov == c->cap_ov) {
+    size_t cap = c->cap_ov ? 2 * c->cap_ov : 16;
+    struct overlay_page **v = realloc (c->ov, cap * sizeof *v);
+    if (v == NULL)
+      goto nomem;
+    c->ov = v;
+    c->cap_ov = cap;
+  }
+  p = calloc (1, sizeof *p);
+  if (p == NULL)
+    goto nomem;
+  p->page = page;
+  s = cache_slot (c, page);
+  if (s < SLOTS) {
+    memcpy (p->data, c->data[s], PAGE);
+    c->page[s] = 0;             /* the overlay is in front from now on */
+  }
+  else if (read_page (f, page, p->data) == -1) {
+    vhd_error ("%s: reading the BAT at offset %" PRIu64 ": %m", f->l.path,
+               f->bat_offset + page * PAGE);
+    free (p);
+    return NULL;
+  }
+  memmove (c->ov + o + 1, c->ov + o, (c->n_ov - o) * sizeof *c->ov);
+  c->ov[o] = p;
+  c->n_ov++;
+  return p;
+
+ nomem:
+  vhd_error ("%s: BAT: %m", f->l.path);
+  return NULL;
+}
+
+int
+vhdx_bat_set (struct vhdx_file *f, uint64_t i, uint64_t entry, unsigned flags)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  uint64_t page = i / ENTRIES_PER_PAGE;
+  unsigned j = i % ENTRIES_PER_PAGE, s;
+  struct overlay_page *p = NULL;
+  bool found = false;
+  size_t o;
+
+  pthread_mutex_lock (&c->lock);
+  if (flags & VHDX_BAT_DIRTY)
+    p = ov_get (f, page);
+  else if (c->n_ov && (o = ov_find (c, page, &found), found))
+    p = c->ov[o];
+  else if ((s = cache_slot (c, page)) < SLOTS)
+    /* The file holds the entry already: read it from there. */
+    c->page[s] = 0;
+  if (p) {
+    put_le64 (p->data + 8 * j, entry);
+    if (flags & VHDX_BAT_DIRTY)
+      p->dirty = true;
+    if (flags & VHDX_BAT_FRESH)
+      p->fresh[j / 8] |= 1 << (j % 8);
+    else
+      p->fresh[j / 8] &= ~(1 << (j % 8));
+  }
+  pthread_mutex_unlock (&c->lock);
+  if ((flags & VHDX_BAT_DIRTY) && p == NULL)
+    return -1;
+  return 0;
+}
+
+int
+vhdx_bat_take_dirty (struct vhdx_file *f, struct vhdx_bat_page **out,
+                     size_t *n)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  struct vhdx_bat_page *v;
+  size_t i, m = 0;
+
+  pthread_mutex_lock (&c->lock);
+  for (i = 0; i < c->n_ov; i++)
+    m += c->ov[i]->dirty;
+  v = malloc (m * sizeof *v + 1);
+  if (v == NULL) {
+    pthread_mutex_unlock (&c->lock);
+    vhd_error ("%s: flush: %m", f->l.path);
+    return -1;
+  }
+  for (i = 0, m = 0; i < c->n_ov; i++) {
+    struct overlay_page *p = c->ov[i];
+    if (!p->dirty)
+      continue;
+    v[m].page = p->page;
+    memcpy (v[m].data, p->data, PAGE);
+    memcpy (v[m].fresh, p->fresh, sizeof p->fresh);
+    memset (p->fresh, 0, sizeof p->fresh);
+    p->dirty = false;
+    m++;
+  }
+  pthread_mutex_unlock (&c->lock);
+  *out = v;
+  *n = m;
+  return 0;
+}
+
+void
+vhdx_bat_retake (struct vhdx_file *f, const struct vhdx_bat_page *v, size_t n)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  size_t i, k, o;
+  bool found;
+
+  pthread_mutex_lock (&c->lock);
+  for (i = 0; i < n; i++) {
+    o = ov_find (c, v[i].page, &found);
+    if (!found)                 /* cannot happen: only applied drops */
+      continue;
+    c->ov[o]->dirty = true;
+    for (k = 0; k < sizeof v[i].fresh; k++)
+      c->ov[o]->fresh[k] |= v[i].fresh[k];
+  }
+  pthread_mutex_unlock (&c->lock);
+}
+
+void
+vhdx_bat_applied (struct vhdx_file *f)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  size_t i, m = 0;
+
+  pthread_mutex_lock (&c->lock);
+  for (i = 0; i < c->n_ov; i++) {
+    if (c->ov[i]->dirty)
+      c->ov[m++] = c->ov[i];
+    else
+      free (c->ov[i]);
+  }
+  c->n_ov = m;
+  pthread_mutex_unlock (&c->lock);
+}
+
+/* ------------------------------------------------------------ scans */
 
 /* Read every entry in 1 MiB pieces; fn sees each (index, entry). */
 static int

@@ -739,9 +739,12 @@ vhdx_file_open (const char *path, bool writable,
     vhd_error ("%s: %m", path);
     return -1;
   }
-  /* Never writable (layer.c refuses before): no writer yet. */
-  if (vhd_layer_open_file (&f->l, path, false, opts) == -1)
+  if (vhd_layer_open_file (&f->l, path, writable, opts) == -1)
     goto err;
+  if (opts->new_data_id) {
+    f->has_new_data_id = true;
+    memcpy (f->new_data_id, opts->new_data_id, 16);
+  }
   f->data_end = f->l.file_size;
   f->l.sector_size = 512;       /* until the metadata says */
 

@@ -131,6 +131,26 @@ struct vhdx_log_replay {
 };
 
 struct vhdx_bat_cache;
+struct vhdx_writer;
+
+/* The log as this process writes it (logwrite.c). */
+struct vhdx_log_writer {
+  bool live;                    /* the current header names our log */
+  uint8_t guid[16];
+  uint64_t seq;                 /* of the next entry */
+  uint64_t head;                /* ring offset of the next entry */
+  uint64_t tail;                /* of the oldest entry not yet applied
+                                   and durable in place */
+  uint64_t used;                /* bytes from tail to head */
+  uint64_t durable_size;        /* a file size known durable */
+};
+
+/* One 4 KiB metadata page to go through the log (logwrite.c): its
+ * place in the file and its new content. */
+struct vhdx_page {
+  uint64_t off;
+  uint8_t data[VHDX_LOG_PAGE];
+};
 
 struct vhdx_file {
   struct vhd_layer l;           /* first: the core sees only this */
@@ -166,6 +186,12 @@ struct vhdx_file {
                                    replayed log when larger: bytes past
                                    EOF up to it read as zeros */
   struct vhdx_bat_cache *bat_cache;
+
+  struct vhdx_log_writer log;
+  struct vhdx_writer *w;        /* write.c: the top file of a writable
+                                   chain, after writer_init */
+  bool has_new_data_id;         /* the DataWriteGuid a writing session */
+  uint8_t new_data_id[16];      /* gives the file (else a random one) */
 };
 
 static inline struct vhdx_file *
@@ -201,6 +227,63 @@ static inline uint64_t vhdx_payload_index (const struct vhdx_file *f,
 { return blk + blk / f->chunk_ratio; }
 static inline uint64_t vhdx_sb_index (const struct vhdx_file *f, uint64_t chunk)
 { return chunk * (f->chunk_ratio + (uint64_t) 1) + f->chunk_ratio; }
+/* Writers (write.c): set entry i in memory.  VHDX_BAT_DIRTY: the page
+ * is to be committed (vhdx_bat_take_dirty); else the file holds the
+ * entry already.  VHDX_BAT_FRESH: a payload entry that has just become
+ * PARTIALLY_PRESENT, whose sector bitmap bits in the file are stale.
+ * -1 after a message. */
+#define VHDX_BAT_DIRTY 1u
+#define VHDX_BAT_FRESH 2u
+int vhdx_bat_set (struct vhdx_file *f, uint64_t i, uint64_t entry,
+                  unsigned flags);
+/* A BAT page taken for a commit: its number, content and the payload
+ * entries marked fresh since the last take (bit j: entry j). */
+struct vhdx_bat_page {
+  uint64_t page;
+  uint8_t data[VHDX_LOG_PAGE];
+  uint8_t fresh[VHDX_LOG_PAGE / 8 / 8];
+};
+/* Copy out every dirty page (sorted by page), marking them clean
+ * (-1 after a message). */
+int vhdx_bat_take_dirty (struct vhdx_file *f, struct vhdx_bat_page **out,
+                         size_t *n);
+/* After a failed commit: the taken pages are dirty again. */
+void vhdx_bat_retake (struct vhdx_file *f, const struct vhdx_bat_page *p,
+                      size_t n);
+/* After a commit: pages written in place and not dirtied since are
+ * read from the file again. */
+void vhdx_bat_applied (struct vhdx_file *f);
+
+/* logwrite.c: metadata updates through the log (docs section 4.10),
+ * and header updates.  The caller holds the writer's log lock. */
+/* A new current header: the current one with the next sequence number
+ * and the GUIDs given (NULL: unchanged), written over the other slot and
+ * made durable. */
+int vhdx_header_update (struct vhdx_file *f, const uint8_t *file_write,
+                        const uint8_t *data_write, const uint8_t *log_guid);
+/* Start a log of its own (after any replay): a fresh LogGuid, an empty
+ * first entry, durable, then the header naming it, with a new
+ * FileWriteGuid and, if data_write, that DataWriteGuid. */
+int vhdx_log_begin (struct vhdx_file *f, const uint8_t *data_write);
+/* Make pages p[0..n) the file's content, crash-safely: each entry of
+ * the log durable before its pages are written in place; everything
+ * durable in place on return.  The caller made the file's size
+ * durable (f->log.durable_size). */
+int vhdx_log_pages (struct vhdx_file *f, const struct vhdx_page *p, size_t n);
+/* Clean end of the log (every entry applied and durable): LogGuid 0. */
+int vhdx_log_end (struct vhdx_file *f);
+/* Replay a pending log (f->replay) into the file (docs section 4.9). */
+int vhdx_log_replay_into_file (struct vhdx_file *f);
+
+/* write.c: the writer operations (layer.h). */
+int vhdx_writer_init (struct vhd_layer *l);
+void vhdx_writer_free (struct vhd_layer *l);
+int vhdx_begin_write (struct vhd_layer *l);
+int vhdx_alloc_block (struct vhd_layer *l, uint32_t blk, uint64_t *data_off);
+int vhdx_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
+int vhdx_zero_block (struct vhd_layer *l, uint32_t blk);
+int vhdx_commit (struct vhd_layer *l, const struct dirty_block *b, size_t n);
+
 /* Check mode: every entry, every overlap (reports, no failure). */
 void vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts);
 /* Payload blocks per state (counts[8]); -1 on a read error. */
