@@ -7,7 +7,9 @@
 # here), read as zeros (a child: as its parent) by the project's
 # independent reader (tests/vhdxgen.py), by the plugin, and, where they
 # read VHDX at all, by qemu-img and libvhdi.  Bad parameters are refused
-# naming the field, and nothing is ever overwritten.
+# naming the field, and nothing is ever overwritten.  convert writes
+# VHDX output, and new files take writes through the plugin (where
+# there is a VHDX writer).
 . "${top_srcdir:-.}/tests/functions.sh"
 
 d="$tmp/c"
@@ -524,5 +526,67 @@ assert j['logical-sector-size'] == ('$3' == 'b4k' and 4096 or 512)"
   reads_as "... the plugin reads the chain's content" "$d/$3/expected.raw" "$out"
 done
 unchanged "converts modified none of their sources"
+
+# ------------------------------------------------------------ writing
+# New files take writes through the plugin (the VHDX writer): afterwards
+# they are still clean, and the independent reader (and qemu-img, for
+# what it reads) sees what the plugin serves.  The child's base is
+# never written.
+w="$d/w"
+mkdir "$w"
+"$VHDTOOL" create "$w/dyn.vhdx" 300M
+"$VHDTOOL" create -t fixed "$w/fixed.vhdx" 100M
+"$VHDTOOL" create --logical-sector-size 4096 -b 1M "$w/dyn4k.vhdx" 100M
+cp "$d/b512/base.vhdx" "$w/base.vhdx"
+"$VHDTOOL" create -p "$w/base.vhdx" "$w/child.avhdx"
+snap "$w/base.vhdx"
+for f in dyn.vhdx fixed.vhdx dyn4k.vhdx child.avhdx; do
+  # The model: what the disk showed before, plus the same writes.
+  rm -f "$tmp/m.raw"
+  if [ "$f" = child.avhdx ]; then
+    cp --sparse=always "$d/b512/expected.raw" "$tmp/m.raw"
+  else
+    truncate -s "$(serve -r "$w/$f" -- 'nbdinfo --size "$uri"')" "$tmp/m.raw"
+  fi
+  serve "$w/$f" -- 'nbdsh -u "$uri" -c "
+import random
+assert not h.is_read_only()
+r = random.Random(9)
+m = open(\"'"$tmp/m.raw"'\", \"r+b\")
+for i in range(24):
+    n = r.randrange(1, 40) * 4096
+    off = r.randrange(0, (100 << 20) // 4096 - 40) * 4096
+    buf = r.randbytes(n)
+    h.pwrite(buf, off)
+    m.seek(off)
+    m.write(buf)
+h.flush()
+"' > "$tmp/.out" 2>&1
+  st=$?
+  if [ "$st" -ne 0 ] && grep -q 'is_read_only' "$tmp/.out"; then
+    skip "$f: writes through the plugin: no VHDX writer in this build"
+    continue
+  elif [ "$st" -ne 0 ]; then
+    fail "$f: writes through the plugin (exit $st)"
+    diag_file "$tmp/.out"
+    continue
+  fi
+  pass "$f: writes through the plugin"
+  check "$f: still clean for vhdtool check" "$VHDTOOL" check "$w/$f"
+  rm -f "$tmp/g.raw" "$tmp/.read.raw"
+  reads_as "$f: the plugin reads the writes back" "$tmp/m.raw" "$w/$f"
+  $VHDXGEN read "$w/$f" "$tmp/g.raw" > "$tmp/.out" 2>&1 &&
+    check_same "$f: so does vhdxgen.py" "$tmp/g.raw" "$tmp/m.raw" ||
+    { fail "$f: vhdxgen.py read"; diag_file "$tmp/.out"; }
+  case $f in
+    dyn.vhdx|fixed.vhdx)
+      if [ -n "$have_qemu" ]; then
+        check "$f: qemu-img check" qemu-img check -f vhdx "$w/$f"
+        check "$f: and qemu-img" qemu-img compare -f vhdx -F raw "$w/$f" "$tmp/m.raw"
+      fi ;;
+  esac
+  rm -f "$tmp/g.raw" "$tmp/m.raw" "$tmp/.read.raw"
+done
+unchanged "the child's base was never written"
 
 done_testing
