@@ -68,14 +68,17 @@ check_fails "check: the missing parent is a problem (exit 1)" \
 check "check: the Windows dynamic VHDX is clean" \
   "$VHDTOOL" check "$tmp/win10-dynamic.vhdx"
 
-# Until VHDX writing lands, a writable client is served read-only, told
-# why; -r and the overlay filter serve the file.
-serve "$tmp/win10-dynamic.vhdx" -- \
-  'nbdsh -u "$uri" -c "assert h.is_read_only()"' > "$tmp/.out" 2>&1 &&
-  pass "writable open of a VHDX: served read-only" ||
+# A writable client writes into (a copy of) a Windows VHDX, which stays
+# clean; the overlay filter keeps the writes in memory.
+cp "$tmp/win10-dynamic.vhdx" "$tmp/w.vhdx"
+serve "$tmp/w.vhdx" -- '
+  nbdsh -u "$uri" -c "assert not h.is_read_only(); h.pwrite(b\"Z\" * 4096, 8192)" &&
+  nbdsh -u "$uri" -c "assert h.pread(4096, 8192) == b\"Z\" * 4096"' \
+  > "$tmp/.out" 2>&1 &&
+  pass "writable open of a VHDX: written, read back" ||
   { fail "writable open of a VHDX"; diag_file "$tmp/.out"; }
-out_has "... and the reason is given" \
-  'writing VHDX files is not supported yet.*-r.*overlay filter'
+check "... and vhdtool check finds it clean" "$VHDTOOL" check "$tmp/w.vhdx"
+rm -f "$tmp/w.vhdx"
 ovserve "$PLUGIN" "$tmp/win10-dynamic.vhdx" overlay-scope=connection -- '
   nbdsh -u "$uri" -c "h.pwrite(b\"Z\" * 4096, 8192); assert h.pread(4096, 8192) == b\"Z\" * 4096" &&
   nbdsh -u "$uri" -c "assert h.pread(4096, 8192) != b\"Z\" * 4096"' \
@@ -97,10 +100,10 @@ check_fails "create -f vhd -p with a VHDX parent: refused" \
   'child2\.vhd: a child must be of its parent.s format: .*win10-dynamic\.vhdx is a VHDX file, not VHD' \
   "$VHDTOOL" create -f vhd -p "$tmp/win10-dynamic.vhdx" "$tmp/child2.vhd"
 [ ! -e "$tmp/child2.vhd" ] && pass "... and no file made" || fail "child2.vhd made"
-# Nothing else writes VHDX yet: those commands say so, and change
-# nothing.
-check_fails "set-parent of a VHDX: refused" \
-  'win-differencing\.avhdx: writing VHDX files is not supported yet' \
+# Commands that would change a file refuse what cannot be done, and
+# change nothing.
+check_fails "set-parent of a VHDX onto a disk of another size: refused" \
+  'win-differencing\.avhdx: size mismatch: the child is 8589934592 bytes but .*win10-dynamic\.vhdx is 10485760 bytes' \
   "$VHDTOOL" set-parent "$tmp/win-differencing.avhdx" "$tmp/win10-dynamic.vhdx"
 check_fails "merge of a VHDX: refused" 'win-differencing\.avhdx: ' \
   "$VHDTOOL" merge "$tmp/win-differencing.avhdx"
