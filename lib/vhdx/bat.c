@@ -397,7 +397,10 @@ static void
 count_one (void *opaque, uint64_t i, uint64_t e)
 {
   struct counting *c = opaque;
-  if (!is_sb_index (c->f, i))
+  /* A differencing BAT runs to the end of its last chunk: entries past
+   * the last payload block are padding, not blocks. */
+  if (!is_sb_index (c->f, i) &&
+      vhdx_payload_index (c->f, c->f->l.n_blocks - 1) >= i)
     c->counts[VHDX_BAT_STATE (e)]++;
 }
 
