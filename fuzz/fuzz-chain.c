@@ -17,7 +17,7 @@
  *
  * An input starting with VHDX_FUZZ_MAGIC is a VHDX one (the template and
  * its patches, vhdx-template.h): a.vhdx and its parents b.vhdx, c.vhdx.
- * The chain is opened read-only (writing VHDX is not supported), the
+ * The chain is opened read-only (as the plugin opens parents), the
  * whole disk read (up to FUZZ_SPAN) in pieces and its extents listed,
  * then the chain is opened again in check mode.  Unpatched, what is
  * read must be the template's content.
