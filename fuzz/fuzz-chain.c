@@ -20,7 +20,11 @@
  * The chain is opened read-only (as the plugin opens parents), the
  * whole disk read (up to FUZZ_SPAN) in pieces and its extents listed,
  * then the chain is opened again in check mode.  Unpatched, what is
- * read must be the template's content.
+ * read must be the template's content.  When the last byte of the
+ * input is odd, a copy of the top (w.vhdx, beside the others) is then
+ * opened writable (a pending log is replayed into it), written,
+ * zeroed, trimmed and flushed as above, closed (the log ended), and
+ * opened and read once more: the writer on hostile files.
  */
 #include <config.h>
 
@@ -111,6 +115,43 @@ count_problem (void *opaque, const char *file, const char *structure,
   *n += strlen (file) + strlen (structure) + strlen (what);
 }
 
+/* The writer on a copy of the (fuzzed) top file. */
+static void
+fuzz_vhdx_write (const uint8_t *data, size_t size)
+{
+  struct vhd_open_options o = { .no_lock = true, .ignore_id_mismatch = true };
+  static uint8_t buf[FUZZ_IO];
+  struct vhd_chain *c;
+  uint8_t *copy;
+  FILE *fp = fopen (fuzz_path (0, VHDX_FUZZ_NAMES[0]), "rb");
+  long len;
+
+  if (fp == NULL)
+    return;
+  /* Template files are a few MiB; a patched size may claim more. */
+  if (fseek (fp, 0, SEEK_END) == -1 || (len = ftell (fp)) < 0 ||
+      len > (64L << 20) || fseek (fp, 0, SEEK_SET) == -1 ||
+      (copy = malloc (len + 1)) == NULL) {
+    fclose (fp);
+    return;
+  }
+  if (fread (copy, 1, len, fp) == (size_t) len)
+    fuzz_write_file ("w.vhdx", copy, len);
+  fclose (fp);
+  free (copy);
+  if (vhd_chain_open (fuzz_path (1, "w.vhdx"), &o, &c) == 0) {
+    exercise (c, data, size, true);
+    vhd_chain_close (c);
+  }
+  o.readonly = true;
+  if (vhd_chain_open (fuzz_path (1, "w.vhdx"), &o, &c) == 0) {
+    (void) vhd_chain_pread (c, buf, MIN ((uint64_t) FUZZ_IO,
+                                         vhd_chain_size (c)), 0);
+    vhd_chain_close (c);
+  }
+  fuzz_unlink ("w.vhdx");
+}
+
 static void
 fuzz_vhdx (const uint8_t *data, size_t size)
 {
@@ -147,6 +188,9 @@ fuzz_vhdx (const uint8_t *data, size_t size)
   o.problem_opaque = &problems;
   if (vhd_chain_open (fuzz_path (0, VHDX_FUZZ_NAMES[0]), &o, &c) == 0)
     vhd_chain_close (c);
+  vhdx_fuzz_assert_intact ();
+  if (size > 0 && (data[size - 1] & 1))
+    fuzz_vhdx_write (data, size);
   vhdx_fuzz_assert_intact ();
 }
 
