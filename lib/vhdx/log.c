@@ -403,18 +403,24 @@ vhdx_log_replay (struct vhdx_file *f, const struct vhd_open_options *opts)
 void
 vhdx_log_free (struct vhdx_file *f)
 {
-  if (f->replay) {
-    free (f->replay->v);
-    free (f->replay->pages);
-    free (f->replay);
-    f->replay = NULL;
-  }
+  struct vhdx_log_replay *rp[2] = { f->replay, f->replay_retired };
+
+  for (int i = 0; i < 2; i++)
+    if (rp[i]) {
+      free (rp[i]->v);
+      free (rp[i]->pages);
+      free (rp[i]);
+    }
+  f->replay = f->replay_retired = NULL;
 }
 
 int
 vhdx_pread (struct vhdx_file *f, void *buf, size_t n, uint64_t off)
 {
-  const struct vhdx_log_replay *rp = f->replay;
+  /* Atomic: a writer's first open retires the replay (logwrite.c)
+   * while other connections may be reading. */
+  const struct vhdx_log_replay *rp = __atomic_load_n (&f->replay,
+                                                      __ATOMIC_ACQUIRE);
   uint8_t *out = buf;
   uint64_t end = off + n;
   size_t i;

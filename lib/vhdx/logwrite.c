@@ -309,7 +309,11 @@ vhdx_log_replay_into_file (struct vhdx_file *f)
     return -1;
   vhd_debug ("%s: log replayed into the file (%u entries)", f->l.path,
              rp->entries);
-  vhdx_log_free (f);
+  /* The file now holds what the replay showed: reads go to it.  A read
+   * running now may still use the patches (the same bytes): they are
+   * freed at close. */
   f->data_end = f->l.file_size;
+  f->replay_retired = f->replay;
+  __atomic_store_n (&f->replay, NULL, __ATOMIC_RELEASE);
   return 0;
 }

@@ -197,6 +197,9 @@ struct vhdx_file {
   uint64_t bat_entries;
 
   struct vhdx_log_replay *replay;  /* NULL: the log is empty */
+  struct vhdx_log_replay *replay_retired;  /* replayed into the file by
+                                   a writer: kept (readers may still be
+                                   using it) until close */
   uint64_t data_end;            /* file size, or LastFileOffset of a
                                    replayed log when larger: bytes past
                                    EOF up to it read as zeros */
