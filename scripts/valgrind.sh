@@ -69,6 +69,17 @@ vg "merge --confine-parents (parent outside: fails)" 1 \
 cp conv.vhd other.vhd
 vg "set-parent" 0 "$V" set-parent child.vhd other.vhd
 vg "merge" 0 "$V" merge gchild.vhd
+# VHDX: creation, the writer (convert into a new VHDX, merge into a
+# VHDX parent through the log), set-parent through one log entry.
+vg "create VHDX" 0 "$V" create xbase.vhdx 64M
+vg "create VHDX child" 0 "$V" create -p xbase.vhdx xchild.avhdx
+vg "create VHDX grandchild" 0 "$V" create -p xchild.avhdx xgchild.avhdx
+vg "convert VHD chain -> VHDX" 0 "$V" convert child.vhd xconv.vhdx
+vg "convert VHDX -> VHD" 0 "$V" convert xconv.vhdx xback.vhd
+vg "info VHDX" 0 "$V" info xgchild.avhdx
+vg "check VHDX" 0 "$V" check xgchild.avhdx
+vg "set-parent VHDX" 0 "$V" set-parent xgchild.avhdx xchild.avhdx
+vg "merge VHDX" 0 "$V" merge --into xbase.vhdx xgchild.avhdx
 head -c 4096 /dev/urandom > junk.vhd
 vg "check of junk (exit 2)" 2 "$V" check junk.vhd
 vg "info of junk (fails)" 1 "$V" info junk.vhd
