@@ -621,9 +621,13 @@ vhd_merge (const char *file, const struct vhd_merge_params *p)
   if (open_chains (&m, file) == -1)
     goto out;
   if (m.have_journal &&
-      memcmp (m.j.file.id, m.view->layers[0]->id, 16) != 0 &&
-      drop_stale_journal (&m) == -1)
-    goto out;
+      memcmp (m.j.file.id, m.view->layers[0]->id, 16) != 0) {
+    if (drop_stale_journal (&m) == -1)
+      goto out;
+    /* Not the finished merge's identity: T may carry it already.  (T's
+     * writer reads new_id at its first write, which is later.) */
+    uuid_generate (m.new_id);
+  }
   if (check_removable (&m) == -1)
     goto out;
   warn_other_children (&m);

@@ -124,7 +124,8 @@ struct vhd_open_options {
   uint64_t cache_budget;
   /* VHDX: the DataWriteGuid a writing session gives the top file (NULL:
    * a random one, as MS-VHDX wants; merge.c chooses it beforehand so
-   * that an interrupted merge can recognise its target). */
+   * that an interrupted merge can recognise its target).  Read at the
+   * first write, not at open: it must stay valid until then. */
   const uint8_t *new_data_id;
 };
 

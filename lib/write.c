@@ -357,10 +357,11 @@ vhd_chain_zero (struct vhd_chain *c, uint64_t count, uint64_t offset)
       vhd_cache_lock (c, blk);
       e = vhd_cache_get (c, blk, false);
       already_zero = e && vhd_cache_range_is_zero (e, rel, end);
-      /* The whole block (up to the end of the disk): a back-end with a
-       * zero state takes it without data. */
-      if (e && !already_zero && t->ops->zero_block && rel == 0 &&
-          end == vhd_block_sectors (c, blk))
+      /* The whole block, to the byte (up to the end of the disk): a
+       * back-end with a zero state takes it without data. */
+      if (e && !already_zero && t->ops->zero_block &&
+          offset == block_start &&
+          offset + n == MIN (block_start + t->block_size, c->size))
         done = zero_whole_block (c, blk);
       vhd_cache_unlock (c, blk);
       if (e == NULL || done == -1)

@@ -293,6 +293,29 @@ vhdx_bat_set (struct vhdx_file *f, uint64_t i, uint64_t entry, unsigned flags)
 }
 
 int
+vhdx_bat_replace (struct vhdx_file *f, uint64_t i, uint64_t old_entry,
+                  uint64_t entry)
+{
+  struct vhdx_bat_cache *c = f->bat_cache;
+  unsigned j = i % ENTRIES_PER_PAGE;
+  struct overlay_page *p;
+  int r = 0;
+
+  pthread_mutex_lock (&c->lock);
+  p = ov_get (f, i / ENTRIES_PER_PAGE);
+  if (p == NULL)
+    r = -1;
+  else if (le64 (p->data + 8 * j) == old_entry) {
+    put_le64 (p->data + 8 * j, entry);
+    p->dirty = true;
+    p->fresh[j / 8] &= ~(1 << (j % 8));
+    r = 1;
+  }
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+int
 vhdx_bat_take_dirty (struct vhdx_file *f, struct vhdx_bat_page **out,
                      size_t *n)
 {

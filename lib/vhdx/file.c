@@ -741,10 +741,7 @@ vhdx_file_open (const char *path, bool writable,
   }
   if (vhd_layer_open_file (&f->l, path, writable, opts) == -1)
     goto err;
-  if (opts->new_data_id) {
-    f->has_new_data_id = true;
-    memcpy (f->new_data_id, opts->new_data_id, 16);
-  }
+  f->new_data_id = opts->new_data_id;
   f->data_end = f->l.file_size;
   f->l.sector_size = 512;       /* until the metadata says */
 

@@ -33,7 +33,10 @@
  * numbers from there, so the head's sequence is found as MS-VHDX 2.3.3
  * says.  The ring never fills: when an entry would not fit in the free
  * space (keeping one 4 KiB sector free, so head never meets tail), the
- * pages written so far are synced and Tail moves to the head.
+ * pages written so far are synced and Tail moves to the last entry
+ * written, which is never overwritten before the next entry is
+ * complete: the ring always holds a valid sequence (no entry is larger
+ * than half the ring, so two always fit).
  *
  * A session starts (vhdx_log_begin) by writing an empty entry under a
  * fresh LogGuid and syncing, and only then the header naming that
@@ -56,12 +59,30 @@
 static int
 sync_file (struct vhdx_file *f)
 {
+  /* Read before the sync: every growth up to this size has completed
+   * (write.c grows the file, then the size), so the sync covers it. */
+  uint64_t size = __atomic_load_n (&f->l.file_size, __ATOMIC_ACQUIRE);
+
   if (fdatasync (f->l.fd) == -1) {
     vhd_error ("%s: fdatasync: %m", f->l.path);
     return -1;
   }
-  f->log.durable_size = f->l.file_size;
+  f->log.durable_size = size;
   return 0;
+}
+
+/* Everything written so far is durable in place: entries before the
+ * last are free space again.  The last one stays (its Tail is where the
+ * next sequence starts): until the next entry is complete it is the
+ * only valid entry of the ring, and overwriting it first would leave a
+ * log with no valid sequence, a file the spec calls corrupt.
+ * Replaying it again is harmless: its pages are in place already, and
+ * later entries follow it. */
+static void
+checkpoint (struct vhdx_log_writer *lw)
+{
+  lw->tail = lw->last;
+  lw->used = lw->last_len;
 }
 
 
@@ -160,6 +181,8 @@ write_entry (struct vhdx_file *f, const struct vhdx_page *p, size_t n)
     vhd_error ("%s: writing the log: %m", f->l.path);
     goto out;
   }
+  lw->last = lw->head;
+  lw->last_len = len;
   lw->head = (lw->head + len) % h->log_length;
   lw->used += len;
   lw->seq++;
@@ -182,16 +205,19 @@ vhdx_log_begin (struct vhdx_file *f, const uint8_t *data_write)
     errno = ENOTSUP;
     return -1;
   }
+  /* MS-VHDX 2.2.2: a new FileWriteGuid before any other byte of the
+   * file changes; then the empty entry, durable; only then a header
+   * naming its log (never a header naming a log without a valid
+   * entry). */
+  vhdx_guid_new (file_write);
+  if (vhdx_header_update (f, file_write, NULL, NULL) == -1)
+    return -1;
   vhdx_guid_new (lw->guid);
   lw->seq = 1;
   lw->head = lw->tail = lw->used = 0;
   if (write_entry (f, NULL, 0) == -1 || sync_file (f) == -1)
     return -1;
-  /* The empty entry needs no replay: the next one may be the tail. */
-  lw->tail = lw->head;
-  lw->used = 0;
-  vhdx_guid_new (file_write);
-  if (vhdx_header_update (f, file_write, data_write, lw->guid) == -1)
+  if (vhdx_header_update (f, NULL, data_write, lw->guid) == -1)
     return -1;
   lw->live = true;
   return 0;
@@ -202,7 +228,11 @@ static size_t
 fitting (const struct vhdx_file *f, size_t n)
 {
   uint64_t len = f->hdr[f->current].log_length;
-  uint64_t room = len - VHDX_LOG_PAGE - f->log.used;
+  /* One sector always free (head never meets tail), and no entry over
+   * half the rest: after a checkpoint the last entry stays, and the
+   * next must fit beside it. */
+  uint64_t room = MIN (len - VHDX_LOG_PAGE - f->log.used,
+                       (len - VHDX_LOG_PAGE) / 2);
   size_t k = MIN (n, room / VHDX_LOG_PAGE);
 
   while (k > 0 && entry_length (k) > room)
@@ -229,8 +259,7 @@ vhdx_log_pages (struct vhdx_file *f, const struct vhdx_page *p, size_t n)
        * their entries need no replay, the ring is free again. */
       if (sync_file (f) == -1)
         return -1;
-      lw->tail = lw->head;
-      lw->used = 0;
+      checkpoint (lw);
       continue;
     }
     if (write_entry (f, p + i, k) == -1 || sync_file (f) == -1)
@@ -245,9 +274,18 @@ vhdx_log_pages (struct vhdx_file *f, const struct vhdx_page *p, size_t n)
   }
   if (sync_file (f) == -1)
     return -1;
-  lw->tail = lw->head;
-  lw->used = 0;
+  checkpoint (lw);
   return 0;
+}
+
+size_t
+vhdx_log_max_pages (const struct vhdx_file *f)
+{
+  struct vhdx_file copy = *f;
+
+  /* The most a fresh log (its empty first entry kept) takes at once. */
+  copy.log.used = VHDX_LOG_PAGE;
+  return fitting (&copy, SIZE_MAX);
 }
 
 int

@@ -234,8 +234,9 @@ relink (struct vhd_layer *child, const struct vhd_layer *parent,
       place_item (f, old, len, &at) == -1 ||
       changed_pages (f, old - f->items, at, item, len, &pages, &n) == -1)
     goto out;
-  /* One log entry (atomic) holds far more than any locator's pages. */
-  if (n > 128) {
+  /* Table and item must change together: one log entry (about 120
+   * pages at the smallest log, far more than any locator takes). */
+  if (n > vhdx_log_max_pages (f)) {
     vhd_error ("%s: the new parent locator is too large (%zu pages)",
                child->path, n);
     errno = ENOSPC;

@@ -157,6 +157,7 @@ struct vhdx_log_writer {
   uint64_t tail;                /* of the oldest entry not yet applied
                                    and durable in place */
   uint64_t used;                /* bytes from tail to head */
+  uint64_t last, last_len;      /* the entry written last */
   uint64_t durable_size;        /* a file size known durable */
 };
 
@@ -208,8 +209,9 @@ struct vhdx_file {
   struct vhdx_log_writer log;
   struct vhdx_writer *w;        /* write.c: the top file of a writable
                                    chain, after writer_init */
-  bool has_new_data_id;         /* the DataWriteGuid a writing session */
-  uint8_t new_data_id[16];      /* gives the file (else a random one) */
+  const uint8_t *new_data_id;   /* the DataWriteGuid a writing session
+                                   gives the file (NULL: a random one);
+                                   the opener's, read at the first write */
 };
 
 static inline struct vhdx_file *
@@ -254,6 +256,11 @@ static inline uint64_t vhdx_sb_index (const struct vhdx_file *f, uint64_t chunk)
 #define VHDX_BAT_FRESH 2u
 int vhdx_bat_set (struct vhdx_file *f, uint64_t i, uint64_t entry,
                   unsigned flags);
+/* Set entry i (dirty) only if it is old_entry now, atomically with
+ * respect to the other writers of the table: 1 if replaced, 0 if not,
+ * -1 after a message. */
+int vhdx_bat_replace (struct vhdx_file *f, uint64_t i, uint64_t old_entry,
+                      uint64_t entry);
 /* A BAT page taken for a commit: its number, content and the payload
  * entries marked fresh since the last take (bit j: entry j). */
 struct vhdx_bat_page {
@@ -288,6 +295,9 @@ int vhdx_log_begin (struct vhdx_file *f, const uint8_t *data_write);
  * durable in place on return.  The caller made the file's size
  * durable (f->log.durable_size). */
 int vhdx_log_pages (struct vhdx_file *f, const struct vhdx_page *p, size_t n);
+/* The most pages vhdx_log_pages writes in one entry (atomically) into
+ * a log that has just begun. */
+size_t vhdx_log_max_pages (const struct vhdx_file *f);
 /* Clean end of the log (every entry applied and durable): LogGuid 0. */
 int vhdx_log_end (struct vhdx_file *f);
 /* Replay a pending log (f->replay) into the file (docs section 4.9). */

@@ -133,7 +133,7 @@ vhdx_begin_write (struct vhd_layer *l)
 
   pthread_mutex_lock (&f->w->log_lock);
   if (!f->log.live) {
-    if (f->has_new_data_id)
+    if (f->new_data_id)
       memcpy (data_write, f->new_data_id, 16);
     else
       vhdx_guid_new (data_write);
@@ -159,20 +159,39 @@ grow (struct vhdx_file *f, uint64_t len, uint64_t *at)
   }
   else {
     w->file_end += len;
-    f->l.file_size = f->data_end = w->file_end;
+    f->data_end = w->file_end;
+    __atomic_store_n (&f->l.file_size, w->file_end, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&w->alloc_lock);
   return r;
+}
+
+/* After a failed sync or write nothing more is committed: the kernel
+ * may have dropped the failed pages (a later sync would then succeed
+ * over lost data), and the file's BAT pages may lag the log.  The log
+ * stays named, so the next open replays what was committed. */
+static int
+refuse_after_failure (struct vhdx_file *f)
+{
+  if (!f->w->failed)
+    return 0;
+  vhd_error ("%s: an earlier write or sync of this file failed: nothing "
+             "more is committed in this session (the next open replays "
+             "what was)", f->l.path);
+  errno = EIO;
+  return -1;
 }
 
 /* Step 3: the sector bitmap block of chunk, with the log lock held. */
 static int
 add_bitmap_block (struct vhdx_file *f, uint64_t chunk)
 {
-  uint64_t i = vhdx_sb_index (f, chunk), e, at;
+  uint64_t i = vhdx_sb_index (f, chunk), e, at, size;
   struct vhdx_page *p;
   int r = -1;
 
+  if (refuse_after_failure (f) == -1)
+    return -1;
   if (vhdx_bat_entry (f, i, &e) == -1)
     return -1;
   if (VHDX_BAT_STATE (e) == VHDX_SB_PRESENT)
@@ -184,12 +203,19 @@ add_bitmap_block (struct vhdx_file *f, uint64_t chunk)
   }
   p->off = f->bat_offset + ROUND_DOWN (i * 8, VHDX_LOG_PAGE);
   e = 0;
-  if (grow (f, VHDX_MiB, &at) == -1 || fdatasync (f->l.fd) == -1 ||
-      full_pread (f->l.fd, p->data, VHDX_LOG_PAGE, p->off) == -1) {
+  if (grow (f, VHDX_MiB, &at) == -1)
+    goto out;
+  size = __atomic_load_n (&f->l.file_size, __ATOMIC_ACQUIRE);
+  if (fdatasync (f->l.fd) == -1) {
+    vhd_error ("%s: fdatasync: %m", f->l.path);
+    f->w->failed = true;
+    goto out;
+  }
+  f->log.durable_size = size;
+  if (full_pread (f->l.fd, p->data, VHDX_LOG_PAGE, p->off) == -1) {
     vhd_error ("%s: adding a sector bitmap block: %m", f->l.path);
     goto out;
   }
-  f->log.durable_size = f->l.file_size;
   e = make_entry (at, VHDX_SB_PRESENT);
   put_le64 (p->data + i * 8 % VHDX_LOG_PAGE, e);
   if (vhdx_log_pages (f, p, 1) == -1) {
@@ -284,14 +310,14 @@ promote_full_blocks (struct vhdx_file *f, const struct dirty_block *b,
 
   for (size_t k = 0; k < n; k++) {
     uint64_t i = vhdx_payload_index (f, b[k].blk), e;
+
     if (!all_set (b[k].bitmap, bytes))
       continue;
-    if (vhdx_bat_entry (f, i, &e) == -1)
-      return -1;
-    if (VHDX_BAT_STATE (e) == VHDX_PARTIALLY_PRESENT &&
-        VHDX_BAT_OFFSET (e) == b[k].data_off &&
-        vhdx_bat_set (f, i, make_entry (b[k].data_off, VHDX_FULLY_PRESENT),
-                      VHDX_BAT_DIRTY) == -1)
+    /* Only if the entry is still that allocation: writers and zeroes
+     * hold the block's lock, not ours. */
+    e = make_entry (b[k].data_off, VHDX_PARTIALLY_PRESENT);
+    if (vhdx_bat_replace (f, i, e, make_entry (b[k].data_off,
+                                               VHDX_FULLY_PRESENT)) == -1)
       return -1;
   }
   return 0;
@@ -376,12 +402,13 @@ put_bits (struct vhdx_file *f, struct sb_pages *s, uint32_t blk,
 }
 
 /* The entry of payload block blk as it is being committed: from the
- * taken pages when one holds it, else as the file (or memory) says. */
+ * taken pages when one holds it, else as the file says. */
 static int
 committed_entry (struct vhdx_file *f, const struct vhdx_bat_page *t, size_t nt,
                  uint64_t i, uint64_t *e, bool *taken)
 {
   uint64_t page = i / (VHDX_LOG_PAGE / 8);
+  uint8_t buf[8];
   size_t lo = 0, hi = nt;
 
   while (lo < hi) {
@@ -396,7 +423,16 @@ committed_entry (struct vhdx_file *f, const struct vhdx_bat_page *t, size_t nt,
     *e = le64 (t[lo].data + i % (VHDX_LOG_PAGE / 8) * 8);
     return 0;
   }
-  return vhdx_bat_entry (f, i, e);
+  /* Not being committed: what the file holds (under the log lock, all
+   * of the committed state), not memory, which may have moved on (a
+   * block zeroed since the snapshot still has its old entry on disk,
+   * and needs its bits). */
+  if (full_pread (f->l.fd, buf, 8, f->bat_offset + i * 8) == -1) {
+    vhd_error ("%s: reading BAT entry %" PRIu64 ": %m", f->l.path, i);
+    return -1;
+  }
+  *e = le64 (buf);
+  return 0;
 }
 
 static bool
@@ -456,22 +492,25 @@ vhdx_commit (struct vhd_layer *l, const struct dirty_block *b, size_t n)
   struct vhdx_bat_page *t = NULL;
   struct sb_pages s = { NULL, 0, 0 };
   size_t nt = 0, k;
+  uint64_t size;
   int r = -1;
 
   pthread_mutex_lock (&w->log_lock);
+  if (refuse_after_failure (f) == -1)
+    goto out;
   if (f->has_parent && promote_full_blocks (f, b, n) == -1)
     goto out;
   if (vhdx_bat_take_dirty (f, &t, &nt) == -1)
     goto out;
+  size = __atomic_load_n (&l->file_size, __ATOMIC_ACQUIRE);
   if (fdatasync (l->fd) == -1) {
     vhd_error ("%s: fdatasync: %m", l->path);
+    w->failed = true;
     goto fail;
   }
-  f->log.durable_size = l->file_size;
-  if (nt == 0) {
-    r = 0;
-    goto out;
-  }
+  f->log.durable_size = size;
+  /* Bits of blocks whose entries do not change (more sectors of a
+   * partial block) are committed too. */
   if (f->has_parent && build_bitmaps (f, b, n, t, nt, &s) == -1)
     goto fail;
   /* Bitmaps first, then the table (step 4e). */
@@ -483,7 +522,7 @@ vhdx_commit (struct vhd_layer *l, const struct dirty_block *b, size_t n)
     s.v[s.n].off = f->bat_offset + t[k].page * VHDX_LOG_PAGE;
     memcpy (s.v[s.n++].data, t[k].data, VHDX_LOG_PAGE);
   }
-  if (vhdx_log_pages (f, s.v, s.n) == -1) {
+  if (s.n > 0 && vhdx_log_pages (f, s.v, s.n) == -1) {
     w->failed = true;
     goto fail;
   }
