@@ -42,6 +42,15 @@ _gen_make () {
 }
 vhdgen_make () { _gen_make "$VHDGEN" "$@"; }
 vhdxgen_make () { _gen_make "$VHDXGEN" "$@"; }
+# vhdxexpect.py FILE ASSERTION...: BAT states and bitmap bits of a VHDX
+# file, read by vhdxgen.py's reader (see its header).
+VHDXEXPECT="/usr/bin/python3 $top_srcdir/tests/vhdxexpect.py"
+# vhdx_id FILE KEY: KEY of `vhdxgen.py ids FILE` (the current header:
+# file_write_guid, data_write_guid, log_guid, sequence_number, ...).
+vhdx_id () {
+  $VHDXGEN ids "$1" 2> /dev/null |
+    /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
 # Real images made by other producers, beside the checkout.
 IMAGES=${VHD_IMAGES_DIR:-$top_srcdir/../shared/images}
 
@@ -258,6 +267,153 @@ corpus_size () {
   else
     fail "the corpus has only $1 cases (wanted at least 30)"
   fi
+}
+
+# run_opmodel NAME FILE INITIAL OPMODEL-ARGS...: serve FILE read-write
+# and run tests/opmodel.py (randomized requests checked against a
+# byte-exact model) from INITIAL, a raw file of what FILE shows now,
+# with seed $seed (then incremented) and $ops requests; the final model
+# goes to FILE.model.  One check; returns 1 when it failed.  nbdkit's
+# complaints about the zero-length requests opmodel.py sends on purpose
+# are left out of the diagnostics.
+run_opmodel () {
+  local name=$1 file=$2 init=$3 s=$seed t0 st=0
+  shift 3
+  seed=$((seed + 1))
+  t0=$SECONDS
+  serve "$file" -- \
+    "/usr/bin/python3 $top_srcdir/tests/opmodel.py --seed $s --ops $ops \
+       --name '$name' --initial $init --final $file.model \
+       $* \"\$uri\"" > "$tmp/.run" 2>&1 || st=$?
+  grep -v 'invalid request: .* count=0$' "$tmp/.run" > "$tmp/.out"
+  if [ "$st" -eq 0 ] && ! sanitizer_report "$tmp/.out"; then
+    pass "$name: $ops requests match the model (seed $s, $((SECONDS - t0)) s)"
+    grep "^$name: seed" "$tmp/.out" | sed 's/^/# /'
+  else
+    fail "$name: requests match the model (seed $s, exit $st)"
+    diag_file "$tmp/.out"
+    return 1
+  fi
+}
+
+# crash_iterations FILE PARENT.RAW: the kill loop of the crash tests
+# (test-crash.sh, test-vhdx-crash.sh; see test-crash.sh's header).
+# $iterations times: serve FILE read-write, let tests/crash-writer.py
+# write and flush (its log in crash.log, write ids carried on), SIGKILL
+# nbdkit after 50 ms .. 1.5 s (the sequence from $seed; one check that it
+# was still running), then: the chain
+# opens (nbdkit -r reads it to disk.raw), the caller's crash_checks I
+# FILE runs (format-specific checks), and tests/crash-verify.py checks
+# disk.raw against the log, PARENT.RAW being what FILE showed first.
+crash_iterations () {
+  local file=$1 parent=$2 i sock pidf pid wpid wid=0 _rng
+  : > crash.log
+  for i in $(seq 1 "$iterations"); do
+    sock=$(newsock)
+    pidf=$(mktemp -u "$tmp/pidXXXXXX")
+    nbdkit -U "$sock" -P "$pidf" "$PLUGIN" "$file" 2> "nbdkit$i.log"
+    for _ in $(seq 200); do [ -s "$pidf" ] && [ -S "$sock" ] && break; sleep 0.05; done
+    pid=$(cat "$pidf" 2> /dev/null || echo 0)
+    cleanup_fn "kill -9 $pid 2> /dev/null"
+    _crash_rng 1000000
+    /usr/bin/python3 "$top_srcdir/tests/crash-writer.py" \
+      "nbd+unix:///?socket=$sock" crash.log "$_rng" "$wid" \
+      2> "writer$i.err" &
+    wpid=$!
+    _crash_rng 1450
+    sleep "$((_rng + 50))e-3"
+    if kill -9 "$pid" 2> /dev/null; then
+      pass "kill $i: nbdkit was serving until killed"
+    else
+      fail "kill $i: nbdkit was serving until killed"
+      diag_file "nbdkit$i.log"
+    fi
+    wait "$wpid"
+    wid=$(awk '$1 == "END" { w = $2 } END { print w + 0 }' crash.log)
+    for _ in $(seq 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.05; done
+
+    rm -f disk.raw
+    if read_all disk.raw "$file" > "open$i.log" 2>&1; then
+      pass "kill $i: the chain opens"
+    else
+      fail "kill $i: the chain opens"
+      diag_file "open$i.log"
+      continue
+    fi
+    crash_checks "$i" "$file"
+    check "kill $i: flushed writes read back, nothing never written" \
+      /usr/bin/python3 "$top_srcdir/tests/crash-verify.py" "$parent" disk.raw \
+      crash.log
+    grep -h "writes" "$tmp/.out" | sed "s/^/# kill $i: /"
+  done
+}
+# _crash_rng N: _rng = a pseudo-random number in [0, N) from $seed (not
+# in a subshell: the seed must advance).
+_crash_rng () {
+  seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
+  _rng=$(( (seed / 65536) % $1 ))
+}
+
+# vhdtool_check_clean NAME FILE [ALLOW]: vhdtool check FILE finds
+# nothing wrong, or (ALLOW, an extended regex) only problems matching
+# ALLOW, e.g. a parent's pending log (kept on purpose: parents are never
+# written).
+vhdtool_check_clean () {
+  local st=0
+  "$VHDTOOL" check "$2" > "$tmp/.out" 2>&1 || st=$?
+  if sanitizer_report "$tmp/.out"; then
+    st=99
+  elif [ "$st" -eq 1 ] && [ -n "${3:-}" ] &&
+       ! sed -n '/^problems:/,/problems* found/p' "$tmp/.out" |
+         sed '1d;$d' | grep -Evq -- "$3"; then
+    st=0
+  fi
+  if [ "$st" -eq 0 ]; then
+    pass "$1: vhdtool check is clean${3:+ (but for /$3/)}"
+  else
+    fail "$1: vhdtool check is clean (exit $st)"
+    diag_file "$tmp/.out"
+  fi
+}
+
+# vhdx_written_ok NAME FILE MODEL: the checks after a session wrote the
+# VHDX file FILE and nbdkit exited cleanly, MODEL (a raw file) being what
+# it must show: the plugin, restarted, reads MODEL; so does vhdxgen.py's
+# independent reader; vhdtool check is clean; the log is empty (LogGuid
+# 0; vhdx_check_allow: a regex of vhdtool check problems that are
+# expected); libvhdi's vhdiinfo opens it; and for a file without a parent and
+# with 512-byte sectors (what qemu supports), qemu-img check finds no
+# error and qemu-img convert reads MODEL.
+vhdx_written_ok () {
+  local name=$1 file=$2 model=$3 geo
+  reads_as "$name: the plugin, restarted, reads the model" "$model" "$file"
+  rm -f "$tmp/.vx.raw"
+  check "$name: vhdxgen reads the file" $VHDXGEN read "$file" "$tmp/.vx.raw"
+  check_same "$name: ... as the model" "$tmp/.vx.raw" "$model"
+  rm -f "$tmp/.vx.raw"
+  vhdtool_check_clean "$name" "$file" "${vhdx_check_allow:-}"
+  check "$name: the log is empty (LogGuid 0)" test \
+    "$(vhdx_id "$file" log_guid)" = 00000000-0000-0000-0000-000000000000
+  if command -v vhdiinfo > /dev/null; then
+    check "$name: vhdiinfo (libvhdi) opens it" vhdiinfo "$file"
+  else
+    skip "$name: vhdiinfo not installed"
+  fi
+  geo=$($VHDXGEN states "$file" 2> /dev/null | /usr/bin/python3 -c '
+import json, sys
+i = json.load(sys.stdin)
+print("%s%d" % ("diff" if i["has_parent"] else "base", i["logical_sector_size"]))')
+  [ "$geo" = base512 ] || return 0
+  if ! command -v qemu-img > /dev/null; then
+    skip "$name: qemu-img not installed"
+    return 0
+  fi
+  check "$name: qemu-img check finds no error" qemu-img check -f vhdx "$file"
+  rm -f "$tmp/.q.raw"
+  check "$name: qemu-img convert -f vhdx -O raw" \
+    qemu-img convert -f vhdx -O raw "$file" "$tmp/.q.raw"
+  check_same "$name: ... reads the model" "$tmp/.q.raw" "$model"
+  rm -f "$tmp/.q.raw"
 }
 
 done_testing () {

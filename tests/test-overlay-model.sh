@@ -14,7 +14,8 @@
 # must keep seeing the file's own content), over the memory plugin (all
 # zeros below, odd size, 4 KiB blocks), with a size limit (a write
 # refused with ENOSPC must change nothing), and over the vhd plugin (a
-# differencing chain written by tests/vhdgen.py).  Afterwards the files
+# differencing chain written by tests/vhdgen.py, and a VHDX one written
+# by tests/vhdxgen.py).  Afterwards the files
 # below are unchanged (sha256), and a new connection sees them again.
 #
 # MODEL_SEED (default 1) seeds the first configuration, each next one
@@ -134,5 +135,23 @@ model "vhd chain, 64K blocks, scope=connection" chain/expected.raw \
   --block 65536 --second private -- \
   "$PLUGIN" chain/child.vhd overlay-scope=connection
 unchanged "the chain's files are unchanged (sha256)"
+
+# The same over a VHDX chain (tests/vhdxgen.py): a parent with 2 MiB
+# blocks, a child with 1 MiB blocks holding pieces, explicit zeros and
+# a ZERO block hiding the parent.
+cat > xchain.json <<EOF
+{ "size": $((4 * M + 1536)), "seed": 8, "layers": [
+  { "file": "parent.vhdx", "block_size": $((2 * M)),
+    "writes": [[0, $((3 * M))], [$((3 * M + 512 * K)), $((512 * K + 1536))]] },
+  { "file": "child.avhdx", "type": "differencing", "block_size": $M,
+    "writes": [[4096, 8192], [$((M - 1024)), 70000], [$((3 * M + 100 * K)), 300000],
+               [$((4 * M)), 1536]], "states": {"2": "zero"} } ] }
+EOF
+vhdxgen_make "vhdxgen made the VHDX chain" xchain.json xchain
+snap xchain/parent.vhdx xchain/child.avhdx
+model "vhdx chain, 4K blocks, scope=server" xchain/expected.raw \
+  --block 4096 --second shared --aio -- \
+  "$PLUGIN" xchain/child.avhdx overlay-block-size=4K
+unchanged "the VHDX chain's files are unchanged (sha256)"
 
 done_testing

@@ -34,28 +34,11 @@ K=1024
 SIZE=$((4 * M + 1536))
 cd "$tmp"
 
-# model NAME FILE INITIAL OPMODEL-ARGS...: serve FILE read-write and
-# run opmodel.py from INITIAL with the next seed; the final model goes
-# to FILE.model.  Then the checks after a clean exit.
+# model NAME FILE INITIAL OPMODEL-ARGS...: run_opmodel (functions.sh),
+# then the checks after a clean exit.
 model () {
-  local name=$1 file=$2 init=$3 s=$seed t0 st=0
-  shift 3
-  seed=$((seed + 1))
-  t0=$SECONDS
-  serve "$file" -- \
-    "$PY $top_srcdir/tests/opmodel.py --seed $s --ops $ops \
-       --name '$name' --initial $tmp/$init --final $tmp/$file.model \
-       $* \"\$uri\"" > "$tmp/.run" 2>&1 || st=$?
-  grep -v 'invalid request: .* count=0$' "$tmp/.run" > "$tmp/.out"
-  if [ "$st" -eq 0 ] && ! sanitizer_report "$tmp/.out"; then
-    pass "$name: $ops requests match the model (seed $s, $((SECONDS - t0)) s)"
-    grep "^$name: seed" "$tmp/.out" | sed 's/^/# /'
-  else
-    fail "$name: requests match the model (seed $s, exit $st)"
-    diag_file "$tmp/.out"
-    return
-  fi
-  rm -f seen.raw
+  local name=$1 file=$2
+  run_opmodel "$@" || return 0
   reads_as "$name: reopened after nbdkit exited, the disk is the model" \
     "$file.model" "$file"
   check "$name: vhdtool check finds nothing wrong" "$VHDTOOL" check "$file"

@@ -23,6 +23,27 @@ Usage
   vhdxgen.py dump [--json] FILE
                        print headers, region tables, metadata items,
                        parent locator, BAT summary and log state.
+  vhdxgen.py ids FILE  print as JSON the identity of FILE from its headers
+                       alone (no log replay, no parent): "current" (slot
+                       1 or 2), the current header's "sequence_number",
+                       "file_write_guid", "data_write_guid", "log_guid",
+                       "log_pending" (LogGuid non-zero) and "headers"
+                       (both slots, as dump shows them).  For tests of
+                       writers: which GUIDs a session changed.
+  vhdxgen.py states [--no-replay] FILE
+                       print as JSON the BAT of FILE alone (a pending log
+                       replayed in memory): geometry ("block_size",
+                       "logical_sector_size", "sectors_per_block",
+                       "chunk_ratio", "payload_blocks", "has_parent"),
+                       "counts" (payload states), "sb_counts", "sb"
+                       ({chunk: file offset} of present sector bitmaps)
+                       and "blocks": {block: {"state": name, "value": n,
+                       "offset": file offset, "bits": [[first, count],
+                       ...]}} for every payload block not NOT_PRESENT;
+                       "bits" (sectors of the block whose bitmap bit is
+                       set, block-relative, LSB-first order) is given
+                       whenever the block's chunk has a present sector
+                       bitmap, else [].
 
 Exit status 0 on success, 1 on error (message on stderr).  All files are
 written sparsely (zero runs are seeked over, then ftruncate), so a 64 TiB
@@ -2457,11 +2478,66 @@ def print_info(info):
             print("log.ring_entry: %s" % json.dumps(e))
 
 
+# ----------------------------------------------------------------- ids, states
+
+def ids_info(path):
+    """The identity fields of path's headers, without opening the rest."""
+    img = VhdxFile(path)
+    try:
+        if img.file_size < MiB or img.raw_read(0, 8) != b"vhdxfile":
+            img.err("not a VHDX file")
+        img.open_headers()
+        h = img.header
+        return {"file": path, "current": img.current,
+                "sequence_number": h["sequence_number"],
+                "file_write_guid": guid_text(h["file_write_guid"]),
+                "data_write_guid": guid_text(h["data_write_guid"]),
+                "log_guid": guid_text(h["log_guid"]),
+                "log_pending": h["log_guid"] != ZERO_GUID,
+                "headers": [header_info(x, i + 1, img.current)
+                            for i, x in enumerate(img.headers)]}
+    finally:
+        img.close()
+
+
+def states_info(path, replay=True):
+    """The BAT of path alone (no parent), as described in the usage."""
+    img = VhdxFile(path, replay)
+    try:
+        img.open()
+        blocks = {}
+        for b in img.block_keys:
+            st, off = img.blocks[b]
+            e = {"state": STATE_NAMES[st], "value": st, "offset": off,
+                 "bits": []}
+            c = b // img.cr
+            if c in img.sb_off:
+                bm = img.sb_block(c)
+                first = (b % img.cr) * img.spb
+                count = min(img.spb, div_round_up(img.size - b * img.block_size,
+                                                  img.ss))
+                e["bits"] = [[s, n] for s, n, v in bit_runs(bm, first, count)
+                             if v]
+            blocks[str(b)] = e
+        return {"file": path, "block_size": img.block_size,
+                "logical_sector_size": img.ss, "sectors_per_block": img.spb,
+                "chunk_ratio": img.cr, "payload_blocks": img.payload,
+                "virtual_disk_size": img.size, "has_parent": img.has_parent,
+                "fixed": bool(img.flags & 1),
+                "counts": img.counts, "sb_counts": img.sb_counts,
+                "sb": {str(c): o for c, o in sorted(img.sb_off.items())},
+                "blocks": blocks}
+    finally:
+        img.close()
+
+
 # ----------------------------------------------------------------- main
 
 USAGE = """usage: vhdxgen.py make [--check] SPEC.json OUTDIR
        vhdxgen.py read [--no-replay] FILE OUT.raw
-       vhdxgen.py dump [--json] FILE"""
+       vhdxgen.py dump [--json] FILE
+       vhdxgen.py ids FILE
+       vhdxgen.py states [--no-replay] FILE"""
 
 
 def main(argv):
@@ -2485,6 +2561,13 @@ def main(argv):
                 print(json.dumps(info, indent=2))
             else:
                 print_info(info)
+        elif argv[:1] == ["ids"] and len(argv) == 2:
+            print(json.dumps(ids_info(argv[1]), indent=2))
+        elif argv[:1] == ["states"] and len(argv) in (2, 3):
+            replay = argv[1] != "--no-replay"
+            if replay != (len(argv) == 2):
+                raise SpecError(USAGE)
+            print(json.dumps(states_info(argv[-1], replay), indent=2))
         else:
             print(USAGE, file=sys.stderr)
             return 1
