@@ -275,17 +275,20 @@ corpus_size () {
 # with seed $seed (then incremented) and $ops requests; the final model
 # goes to FILE.model.  One check; returns 1 when it failed.  nbdkit's
 # complaints about the zero-length requests opmodel.py sends on purpose
-# are left out of the diagnostics.
+# (and nbdkit's debug lines) are left out of the diagnostics; the whole
+# output stays in $tmp/.run.  OPMODEL_SERVE (nbdkit options) and
+# OPMODEL_PARAMS (plugin parameters) are added to the server's command.
 run_opmodel () {
   local name=$1 file=$2 init=$3 s=$seed t0 st=0
   shift 3
   seed=$((seed + 1))
   t0=$SECONDS
-  serve "$file" -- \
+  serve ${OPMODEL_SERVE:-} "$file" ${OPMODEL_PARAMS:-} -- \
     "/usr/bin/python3 $top_srcdir/tests/opmodel.py --seed $s --ops $ops \
        --name '$name' --initial $init --final $file.model \
        $* \"\$uri\"" > "$tmp/.run" 2>&1 || st=$?
-  grep -v 'invalid request: .* count=0$' "$tmp/.run" > "$tmp/.out"
+  grep -v 'invalid request: .* count=0$' "$tmp/.run" |
+    grep -v ' debug: ' > "$tmp/.out"
   if [ "$st" -eq 0 ] && ! sanitizer_report "$tmp/.out"; then
     pass "$name: $ops requests match the model (seed $s, $((SECONDS - t0)) s)"
     grep "^$name: seed" "$tmp/.out" | sed 's/^/# /'
@@ -294,6 +297,19 @@ run_opmodel () {
     diag_file "$tmp/.out"
     return 1
   fi
+}
+
+# crash_setup: what the crash tests need (or skip), and their
+# parameters: iterations (CRASH_ITERATIONS, default 4), seed (CRASH_SEED,
+# default random, printed), PY, M.
+crash_setup () {
+  PY=/usr/bin/python3
+  $PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"
+  command -v nbdcopy > /dev/null || skip_all "nbdcopy not installed"
+  iterations=${CRASH_ITERATIONS:-4}
+  seed=${CRASH_SEED:-$RANDOM}
+  echo "# CRASH_ITERATIONS=$iterations CRASH_SEED=$seed"
+  M=$((1024 * 1024))
 }
 
 # crash_iterations FILE PARENT.RAW: the kill loop of the crash tests

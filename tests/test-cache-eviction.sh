@@ -66,25 +66,12 @@ cc -shared -fPIC -o "$shim" "$top_srcdir/tests/fdatasync-delay-shim.c" -ldl ||
 # Then: the model held, evictions happened, and the file reopened with
 # the default budget is the final model.
 model () {
-  local name=$1 file=$2 init=$3 budget=$4 block=$5 s=$seed t0 st=0
+  local name=$1 file=$2 init=$3 budget=$4 block=$5
   local fills evictions
-  seed=$((seed + 1))
-  t0=$SECONDS
-  LD_PRELOAD=$shim serve -v -D vhd.verbose=1 "$file" cache-size="$budget" -- \
-    "$PY $top_srcdir/tests/opmodel.py --seed $s --ops $ops \
-       --name '$name' --initial $tmp/$init --final $tmp/$file.model \
-       --block $block --aio --batch-flush --flush-weight 6 \
-       --second shared \"\$uri\"" > "$tmp/.run" 2>&1 || st=$?
-  grep -v 'invalid request: .* count=0$' "$tmp/.run" |
-    grep -v ' debug: ' > "$tmp/.out"
-  if [ "$st" -eq 0 ] && ! sanitizer_report "$tmp/.out"; then
-    pass "$name: $ops requests match the model (seed $s, $((SECONDS - t0)) s)"
-    grep "^$name: seed" "$tmp/.out" | sed 's/^/# /'
-  else
-    fail "$name: requests match the model (seed $s, exit $st)"
-    diag_file "$tmp/.out"
-    return
-  fi
+  LD_PRELOAD=$shim OPMODEL_SERVE="-v -D vhd.verbose=1" \
+    OPMODEL_PARAMS="cache-size=$budget" \
+    run_opmodel "$name" "$file" "$tmp/$init" --block "$block" --aio \
+      --batch-flush --flush-weight 6 --second shared || return
 
   # "FILE: block cache: F fills, E evictions, peak P bytes, budget B bytes"
   read -r fills evictions < <(

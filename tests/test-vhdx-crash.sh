@@ -22,14 +22,7 @@
 
 . "${top_srcdir:-.}/tests/functions.sh"
 
-PY=/usr/bin/python3
-$PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"
-command -v nbdcopy > /dev/null || skip_all "nbdcopy not installed"
-
-iterations=${CRASH_ITERATIONS:-4}
-seed=${CRASH_SEED:-$RANDOM}
-echo "# CRASH_ITERATIONS=$iterations CRASH_SEED=$seed"
-M=$((1024 * 1024))
+crash_setup
 SIZE=$((24 * M))
 ZG=00000000-0000-0000-0000-000000000000
 cd "$tmp"
