@@ -43,6 +43,14 @@
  *    have.  Sectors the top does not hold are left alone, so the
  *    parent never shows through where it did not before.
  *
+ * 5. Zero of a whole block, to the byte, through the back-end's
+ *    zero_block (VHDX: the ZERO state; the argument is step 5 at the
+ *    top of lib/vhdx/write.c): the entry changes in memory like a new
+ *    block's, and reaches the file at the next commit; the cache entry
+ *    then reads zeros (vhd_cache_top_zeroed) and a later write takes a
+ *    new block.  Before any of these changes the back-end's begin_write
+ *    runs once (VHDX: the new write GUIDs, lib/vhdx/logwrite.c).
+ *
  */
 #include <config.h>
 
