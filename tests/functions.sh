@@ -299,6 +299,17 @@ run_opmodel () {
   fi
 }
 
+# need_nbd_clients: skip the test unless nbdsh, nbdcopy, nbdinfo and the
+# python3 nbd module are there.
+need_nbd_clients () {
+  local prog
+  for prog in nbdsh nbdcopy nbdinfo; do
+    command -v "$prog" > /dev/null || skip_all "$prog not installed"
+  done
+  /usr/bin/python3 -c 'import nbd' 2> /dev/null ||
+    skip_all "python3 nbd module missing"
+}
+
 # crash_setup: what the crash tests need (or skip), and their
 # parameters: iterations (CRASH_ITERATIONS, default 4), seed (CRASH_SEED,
 # default random, printed), PY, M.

@@ -22,10 +22,7 @@
 
 PY=/usr/bin/python3
 [ -f "$FILTER" ] || skip_all "overlay filter not built"
-for prog in nbdsh nbdcopy nbdinfo; do
-  command -v "$prog" > /dev/null || skip_all "$prog not installed"
-done
-$PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"
+need_nbd_clients
 
 M=$((1024 * 1024))
 K=1024

@@ -40,10 +40,7 @@
 . "${top_srcdir:-.}/tests/functions.sh"
 
 PY=/usr/bin/python3
-for prog in nbdsh nbdcopy nbdinfo; do
-  command -v "$prog" > /dev/null || skip_all "$prog not installed"
-done
-$PY -c 'import nbd' 2> /dev/null || skip_all "python3 nbd module missing"
+need_nbd_clients
 
 M=$((1024 * 1024))
 K=1024
