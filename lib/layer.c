@@ -17,11 +17,10 @@ static const struct layer_ops *const formats[] = {
   &vhdx_format_ops,
 };
 
-/* The back-end for path: the one whose probe accepts the first and last
- * bytes of the file.  A file nobody recognises goes to the first, whose
- * open explains what is wrong with it. */
+/* The back-end whose probe accepts the first and last bytes of path,
+ * NULL when none does. */
 static const struct layer_ops *
-pick_format (const char *path)
+probe_format (const char *path)
 {
   uint8_t head[512], tail[512];
   ssize_t nh = 0, nt = 0;
@@ -42,7 +41,25 @@ pick_format (const char *path)
   for (i = 0; i < sizeof formats / sizeof formats[0]; i++)
     if (formats[i]->probe (head, nh > 0 ? nh : 0, tail, nt > 0 ? nt : 0))
       return formats[i];
-  return formats[0];
+  return NULL;
+}
+
+/* The back-end for path.  A file nobody recognises goes to the first,
+ * whose open explains what is wrong with it. */
+static const struct layer_ops *
+pick_format (const char *path)
+{
+  const struct layer_ops *ops = probe_format (path);
+
+  return ops ? ops : formats[0];
+}
+
+const char *
+vhd_probe_format (const char *path)
+{
+  const struct layer_ops *ops = probe_format (path);
+
+  return ops ? ops->format : NULL;
 }
 
 int

@@ -322,6 +322,8 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   if (!f->has_parent)
     return;
   vhdx_guid_format (l->parent_id, x->parent_id);
+  if (l->has_parent_id2)
+    vhdx_guid_format (l->parent_id2, x->parent_id2);
   x->parent_name = strdup (l->parent_name ? l->parent_name : "");
   for (i = 0; i < f->n_locator && x->n_locators < VHD_MAX_LOCATOR_INFO; i++) {
     struct vhd_locator_info *li = &x->locators[x->n_locators++];
