@@ -83,6 +83,11 @@ vhd_layer_open (const char *path, bool writable,
   const struct layer_ops *ops = pick_format (path);
   struct vhd_layer *l;
 
+  if (writable && opts->headers_only) {
+    vhd_error ("%s: a file opened headers-only cannot be written", path);
+    errno = EINVAL;
+    return -1;
+  }
   if (writable && ops->writer_init == NULL) {
     vhd_error ("%s: writing %s files is not supported yet (they can be "
                "read: nbdkit -r or the overlay filter; vhdtool info, check, "
@@ -118,6 +123,7 @@ vhd_layer_open_file (struct vhd_layer *l, const char *path, bool writable,
     return -1;
   }
   l->writable = writable;
+  l->headers_only = opts->headers_only;
   /* A parent locator of a hostile file can name any path: a FIFO would
    * block open() forever (a server that never starts), a device could
    * react to being opened.  So look before opening, and open without

@@ -100,6 +100,13 @@ struct vhd_open_options {
   bool ignore_id_mismatch;      /* accept a parent whose id differs */
   bool no_lock;                 /* skip advisory locking (inspection) */
   bool no_parents;              /* open only the named file (info) */
+  /* Read only what says who a file is and who its parent is (footer,
+   * headers, metadata, locators): the block table is neither read nor
+   * checked, so the layer can be described (allocated_known false) and
+   * searched for its parent, not read.  For looking at many files at
+   * once (vhdtool scan).  vhd_layer_open read-only and
+   * vhd_layer_find_parent only: vhd_chain_open refuses it (EINVAL). */
+  bool headers_only;
   unsigned max_depth;           /* 0 = VHD_DEFAULT_MAX_DEPTH */
   const char *const *parent_files;  /* explicit parent candidates */
   size_t n_parent_files;
@@ -181,6 +188,7 @@ struct vhd_layer_info {
   uint32_t block_size;          /* 0 for fixed disks */
   uint32_t sector_size;         /* logical */
   uint64_t allocated;           /* bytes of blocks allocated (fixed: size) */
+  bool allocated_known;         /* false: opened headers_only, allocated 0 */
   uint64_t file_size;
   char id[37];
   char creator[128];            /* VHD: application code; VHDX: the

@@ -33,20 +33,17 @@ enum kind { DISK, DAMAGED, NOT_DISK };
 enum verdict {
   V_NONE,                       /* not a differencing disk */
   V_OK, V_MISSING, V_STALE, V_MISMATCH, V_LOOP, V_DUPLICATE,
-  V_PARENT_DAMAGED,
 };
 
 static const char *const verdict_text[] = {
   [V_NONE] = "", [V_OK] = "ok", [V_MISSING] = "parent missing",
   [V_STALE] = "locators stale", [V_MISMATCH] = "identity mismatch",
   [V_LOOP] = "loop", [V_DUPLICATE] = "duplicate identity",
-  [V_PARENT_DAMAGED] = "parent damaged",
 };
 static const char *const verdict_key[] = {
   [V_NONE] = "", [V_OK] = "ok", [V_MISSING] = "parent-missing",
   [V_STALE] = "locators-stale", [V_MISMATCH] = "identity-mismatch",
   [V_LOOP] = "loop", [V_DUPLICATE] = "duplicate-identity",
-  [V_PARENT_DAMAGED] = "parent-damaged",
 };
 
 struct node {
@@ -167,23 +164,20 @@ new_node (const char *path, const struct stat *st, enum kind kind)
   return x;
 }
 
-/* Where the locators of differencing disk l lead. */
+/* Where the locators of differencing disk l lead.  Not in check mode:
+ * that would open the file found twice (the search's quiet open, then
+ * one reporting its problems), and only the identity matters here. */
 static void
 resolve_locators (struct node *x, struct vhd_layer *l,
                   const struct vhd_open_options *o)
 {
-  char why[1024] = "";
-  struct vhd_open_options co = *o;
   struct vhd_layer *p;
   struct vhd_layer_info pi;
   struct stat st;
 
-  co.problem = first_problem;
-  co.problem_opaque = why;
   quiet_error[0] = '\0';
-  if (vhd_layer_find_parent (l, &co, &p) == -1) {
-    x->loc_error = xstrdup (why[0] ? why : quiet_error[0] ? quiet_error
-                            : strerror (errno));
+  if (vhd_layer_find_parent (l, o, &p) == -1) {
+    x->loc_error = xstrdup (quiet_error[0] ? quiet_error : strerror (errno));
     return;
   }
   vhd_layer_describe (p, &pi);
@@ -201,6 +195,7 @@ add_file (const char *path, const struct stat *st, bool named)
 {
   struct vhd_open_options o = {
     .readonly = true, .no_lock = true, .no_parents = true,
+    .headers_only = true,
   };
   struct vhd_layer *l = NULL;
   struct node *x;
@@ -399,12 +394,7 @@ judge (size_t ci)
             (c->info.parent_id2[0] &&
              strcmp (c->loc_id, c->info.parent_id2) == 0));
 
-  if (at >= 0 && nodes[at].kind == DAMAGED) {
-    c->verdict = V_PARENT_DAMAGED;
-    c->detail = xasprintf ("its locators lead to %s, which is damaged",
-                           nodes[at].path);
-  }
-  else if (loc_ok) {
+  if (loc_ok) {
     size_t count = n + (in_m ? 0 : 1);
 
     if (count >= 2) {
@@ -545,9 +535,11 @@ print_tree_text (size_t i, int depth)
 
   x->printed = true;
   human_size (x->info.size, size_h, sizeof size_h);
-  human_size (x->info.allocated, alloc_h, sizeof alloc_h);
-  printf ("%*s%s [%s %s, %s, allocated %s]", depth * 2, "", x->path,
-          x->info.format, vhd_type_name (x->info.type), size_h, alloc_h);
+  human_size (x->info.allocated_known ? x->info.allocated
+              : x->info.file_size, alloc_h, sizeof alloc_h);
+  printf ("%*s%s [%s %s, %s, %s %s]", depth * 2, "", x->path,
+          x->info.format, vhd_type_name (x->info.type), size_h,
+          x->info.allocated_known ? "allocated" : "file", alloc_h);
   if (x->verdict != V_NONE)
     printf (": %s", verdict_text[x->verdict]);
   printf ("\n");
@@ -580,9 +572,14 @@ print_tree_json (size_t i, int depth)
   printf (", \"real-path\": ");
   json_string (stdout, x->real);
   printf (",\n%*s  \"format\": \"%s\", \"type\": \"%s\", \"virtual-size\": %"
-          PRIu64 ", \"allocated\": %" PRIu64 ", \"file-size\": %" PRIu64
-          ", \"id\": \"%s\"", ind, "", f->format, vhd_type_name (f->type),
-          f->size, f->allocated, f->file_size, f->id);
+          PRIu64 ", \"allocated\": ", ind, "", f->format,
+          vhd_type_name (f->type), f->size);
+  if (f->allocated_known)
+    printf ("%" PRIu64, f->allocated);
+  else
+    printf ("null");
+  printf (", \"file-size\": %" PRIu64 ", \"id\": \"%s\"", f->file_size,
+          f->id);
   if (x->verdict != V_NONE) {
     printf (",\n%*s  \"parent-id\": \"%s\"", ind, "", f->parent_id);
     if (f->parent_id2[0])
@@ -681,8 +678,7 @@ scan_help (void)
           "and children from the files' own identities, and say for every\n"
           "differencing disk whether its locators lead to its parent: ok,\n"
           "parent missing, locators stale (with the set-parent command that\n"
-          "repairs it), identity mismatch, loop, duplicate identity, parent\n"
-          "damaged.  Files are opened read-only, one at a time, and only\n"
+          "repairs it), identity mismatch, loop, duplicate identity.  Files are opened read-only, one at a time, and only\n"
           "their headers are read.\n"
           "\n"
           "  --json                machine-readable output\n"

@@ -290,8 +290,9 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   x->sector_size = l->sector_size;
   x->block_size = l->block_size;
   /* One scan of the BAT for both (16 MiB for a 64 TiB layer). */
-  bool counted = vhdx_bat_count (f, counts) == 0;
+  bool counted = !l->headers_only && vhdx_bat_count (f, counts) == 0;
 
+  x->allocated_known = counted;
   if (counted)
     x->allocated = (counts[VHDX_FULLY_PRESENT] +
                     counts[VHDX_PARTIALLY_PRESENT]) * (uint64_t) l->block_size;
@@ -317,7 +318,8 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
     fact (x, "log", "empty (LogGuid zero)");
   describe_regions (f, x);
   describe_metadata (f, x);
-  describe_bat (f, x, counted ? counts : NULL);
+  if (!l->headers_only)
+    describe_bat (f, x, counted ? counts : NULL);
 
   if (!f->has_parent)
     return;
