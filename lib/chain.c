@@ -147,10 +147,16 @@ vhd_chain_open_confined (const char *path,
                          const struct vhd_open_options *opts,
                          const char *confine_dir, struct vhd_chain **out)
 {
-  struct vhd_chain *c = calloc (1, sizeof *c);
+  struct vhd_chain *c;
   struct vhd_confine *cf = NULL;
   struct vhd_layer *t;
 
+  if (opts->headers_only) {
+    vhd_error ("%s: a chain cannot be opened headers-only", path);
+    errno = EINVAL;
+    return -1;
+  }
+  c = calloc (1, sizeof *c);
   if (c == NULL) {
     vhd_error ("%s: %m", path);
     return -1;

@@ -17,11 +17,10 @@ static const struct layer_ops *const formats[] = {
   &vhdx_format_ops,
 };
 
-/* The back-end for path: the one whose probe accepts the first and last
- * bytes of the file.  A file nobody recognises goes to the first, whose
- * open explains what is wrong with it. */
+/* The back-end whose probe accepts the first and last bytes of path,
+ * NULL when none does. */
 static const struct layer_ops *
-pick_format (const char *path)
+probe_format (const char *path)
 {
   uint8_t head[512], tail[512];
   ssize_t nh = 0, nt = 0;
@@ -42,7 +41,25 @@ pick_format (const char *path)
   for (i = 0; i < sizeof formats / sizeof formats[0]; i++)
     if (formats[i]->probe (head, nh > 0 ? nh : 0, tail, nt > 0 ? nt : 0))
       return formats[i];
-  return formats[0];
+  return NULL;
+}
+
+/* The back-end for path.  A file nobody recognises goes to the first,
+ * whose open explains what is wrong with it. */
+static const struct layer_ops *
+pick_format (const char *path)
+{
+  const struct layer_ops *ops = probe_format (path);
+
+  return ops ? ops : formats[0];
+}
+
+const char *
+vhd_probe_format (const char *path)
+{
+  const struct layer_ops *ops = probe_format (path);
+
+  return ops ? ops->format : NULL;
 }
 
 int
@@ -66,6 +83,11 @@ vhd_layer_open (const char *path, bool writable,
   const struct layer_ops *ops = pick_format (path);
   struct vhd_layer *l;
 
+  if (writable && opts->headers_only) {
+    vhd_error ("%s: a file opened headers-only cannot be written", path);
+    errno = EINVAL;
+    return -1;
+  }
   if (writable && ops->writer_init == NULL) {
     vhd_error ("%s: writing %s files is not supported yet (they can be "
                "read: nbdkit -r or the overlay filter; vhdtool info, check, "
@@ -101,6 +123,7 @@ vhd_layer_open_file (struct vhd_layer *l, const char *path, bool writable,
     return -1;
   }
   l->writable = writable;
+  l->headers_only = opts->headers_only;
   /* A parent locator of a hostile file can name any path: a FIFO would
    * block open() forever (a server that never starts), a device could
    * react to being opened.  So look before opening, and open without

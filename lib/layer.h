@@ -31,6 +31,7 @@ struct vhd_layer {
   char *path;                   /* absolute */
   int fd;
   bool writable;
+  bool headers_only;            /* opened so: no block table (vhd.h) */
   dev_t dev;
   ino_t ino;
   uint64_t file_size;

@@ -738,3 +738,23 @@ vhd_relative_path (const char *dir, const char *target)
   strcat (out, rest);
   return out;
 }
+
+int
+vhd_layer_find_parent (struct vhd_layer *child,
+                       const struct vhd_open_options *opts,
+                       struct vhd_layer **parent)
+{
+  struct vhd_open_options o = *opts;
+
+  if (!child->has_parent || opts->confine_parents) {
+    vhd_error ("%s: %s", child->path, !child->has_parent
+               ? "not a differencing disk: it has no parent to look for"
+               : "confine-parents is not supported in a one-step search");
+    errno = EINVAL;
+    return -1;
+  }
+  o.ignore_id_mismatch = true;
+  o.no_parents = true;
+  o.readonly = true;
+  return vhd_find_parent (child, &o, NULL, parent);
+}

@@ -100,6 +100,13 @@ struct vhd_open_options {
   bool ignore_id_mismatch;      /* accept a parent whose id differs */
   bool no_lock;                 /* skip advisory locking (inspection) */
   bool no_parents;              /* open only the named file (info) */
+  /* Read only what says who a file is and who its parent is (footer,
+   * headers, metadata, locators): the block table is neither read nor
+   * checked, so the layer can be described (allocated_known false) and
+   * searched for its parent, not read.  For looking at many files at
+   * once (vhdtool scan).  vhd_layer_open read-only and
+   * vhd_layer_find_parent only: vhd_chain_open refuses it (EINVAL). */
+  bool headers_only;
   unsigned max_depth;           /* 0 = VHD_DEFAULT_MAX_DEPTH */
   const char *const *parent_files;  /* explicit parent candidates */
   size_t n_parent_files;
@@ -140,6 +147,11 @@ int vhd_layer_open (const char *path, bool writable,
                     const struct vhd_open_options *opts,
                     struct vhd_layer **out);
 void vhd_layer_close (struct vhd_layer *l);
+/* "VHD" or "VHDX" when the content of path (a regular file: its first
+ * and last bytes) is recognised by one of the back-ends, else NULL
+ * (also when path cannot be read).  Nothing is validated: a recognised
+ * file may still fail to open. */
+const char *vhd_probe_format (const char *path);
 const char *vhd_layer_path (const struct vhd_layer *l);
 /* Guest-visible size (by the size rule: see vhd_layer_info). */
 uint64_t vhd_layer_size (const struct vhd_layer *l);
@@ -176,6 +188,7 @@ struct vhd_layer_info {
   uint32_t block_size;          /* 0 for fixed disks */
   uint32_t sector_size;         /* logical */
   uint64_t allocated;           /* bytes of blocks allocated (fixed: size) */
+  bool allocated_known;         /* false: opened headers_only, allocated 0 */
   uint64_t file_size;
   char id[37];
   char creator[128];            /* VHD: application code; VHDX: the
@@ -188,6 +201,9 @@ struct vhd_layer_info {
   bool footer_from_copy;        /* EOF footer unusable, copy at 0 used */
   /* Differencing disks only. */
   char parent_id[37];
+  char parent_id2[37];          /* VHDX: a second identity the parent may
+                                   have (parent_linkage2, as in the
+                                   middle of a merge), "" when none */
   char *parent_name;
   time_t parent_time;
   unsigned n_locators;
@@ -198,6 +214,26 @@ struct vhd_layer_info {
 
 void vhd_layer_describe (struct vhd_layer *l, struct vhd_layer_info *info);
 void vhd_layer_info_free (struct vhd_layer_info *info);
+
+/* Where the parent search of vhd_chain_open (locator.c: the options'
+ * parent files and directories, the child's locators, its parent name
+ * field, its parent's file name in its own directory) leads from the
+ * differencing layer child, one step: the first candidate of child's
+ * format whose identity is the one child records, or failing that the
+ * first candidate of child's format that exists, whatever its identity
+ * (the caller compares: vhd_layer_describe's id against the child's
+ * parent_id and parent_id2).  On success *parent is that file, opened
+ * read-only with opts (no_parents is implied).  In check mode
+ * (opts->problem) what the search finds wrong is reported there and a
+ * damaged candidate is returned too; otherwise a candidate of another
+ * identity is accepted with a warning.  -1 with errno ENOENT when no
+ * candidate exists, EINVAL when child has no parent or
+ * opts->confine_parents is set (not supported here); other errno: a
+ * candidate exists but cannot be opened.  vhdtool scan uses it to tell
+ * whether a child's locators lead to the parent it found by identity. */
+int vhd_layer_find_parent (struct vhd_layer *child,
+                           const struct vhd_open_options *opts,
+                           struct vhd_layer **parent);
 
 /* ------------------------------------------------------------ chain */
 

@@ -43,7 +43,7 @@ touch a.vhd B.VHD c.avhd d.raw
 
 offers "vhdtool cr<TAB> gives create" "create" vhdtool cr
 offers "vhdtool <TAB> lists the commands" \
-  "check convert create help info map merge set-parent" vhdtool ""
+  "check convert create help info map merge scan set-parent" vhdtool ""
 offers "vhdtool --v<TAB> gives --version" "--version" vhdtool --v
 offers "convert -t <TAB>: fixed dynamic raw" "dynamic fixed raw" \
   vhdtool convert -t ""
@@ -88,12 +88,16 @@ offers "create --physical-sector-size=<TAB> (split at =)" "4096 512" \
   vhdtool create --physical-sector-size = ""
 offers "create -f vhdx -b 1M <TAB>: FILE" "B.VHD a.vhd c.avhd sub" \
   vhdtool create -f vhdx -b 1M ""
+offers "scan <TAB>: directories and any file" "B.VHD a.vhd c.avhd d.raw sub" \
+  vhdtool scan ""
+offers "scan -r DIR <TAB>: more of them" "B.VHD a.vhd c.avhd d.raw sub" \
+  vhdtool scan -r sub ""
 mkdir vx && touch vx/d.vhdx vx/e.AVHDX vx/f.txt
 offers "info vx/<TAB>: VHDX and AVHDX files too" "vx/d.vhdx vx/e.AVHDX" \
   vhdtool info vx/
 
 # Every command's long options, against its own --help.
-for cmd in create info check map merge convert set-parent; do
+for cmd in create info check map merge convert set-parent scan; do
   want=$( { "$VHDTOOL" "$cmd" --help | grep -o -- '--[a-z][a-z-]*'
             echo --help; } | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
   got=$(comp vhdtool "$cmd" -- | tr ' ' '\n' | grep -- '^--' | tr '\n' ' ' |

@@ -660,6 +660,8 @@ read_bat (struct vhd_file *f, const struct vhd_open_options *opts)
   if (check_locators (f, opts, h->table_offset,
                       h->table_offset + bat_bytes) == -1)
     return -1;
+  if (opts->headers_only)
+    return 0;
 
   /* Every entry is read and validated here, at open.  Only a layer
    * opened for writing keeps the table in memory (table_alloc); the

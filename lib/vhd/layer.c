@@ -151,8 +151,10 @@ vhd_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   x->quirks = f->quirks;
   x->sector_size = l->sector_size;
   x->block_size = f->type == VHD_TYPE_FIXED ? 0 : l->block_size;
-  x->allocated = f->type == VHD_TYPE_FIXED
-    ? l->size : vhd_file_allocated_blocks (f) * l->block_size;
+  x->allocated_known = f->type == VHD_TYPE_FIXED || !l->headers_only;
+  if (x->allocated_known)
+    x->allocated = f->type == VHD_TYPE_FIXED
+      ? l->size : vhd_file_allocated_blocks (f) * l->block_size;
   x->file_size = l->file_size;
   vhd_uuid_format (ft->unique_id, x->id);
   vhd_creator_format (ft->creator_app, x->creator);

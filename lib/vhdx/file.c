@@ -761,7 +761,7 @@ vhdx_file_open (const char *path, bool writable,
     vhd_error ("%s: %m", f->l.path);
     goto err;
   }
-  if (opts->problem)
+  if (opts->problem && !opts->headers_only)
     vhdx_bat_check (f, opts);
  done:
   *out = f;

@@ -290,8 +290,9 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
   x->sector_size = l->sector_size;
   x->block_size = l->block_size;
   /* One scan of the BAT for both (16 MiB for a 64 TiB layer). */
-  bool counted = vhdx_bat_count (f, counts) == 0;
+  bool counted = !l->headers_only && vhdx_bat_count (f, counts) == 0;
 
+  x->allocated_known = counted;
   if (counted)
     x->allocated = (counts[VHDX_FULLY_PRESENT] +
                     counts[VHDX_PARTIALLY_PRESENT]) * (uint64_t) l->block_size;
@@ -317,11 +318,14 @@ vhdx_describe (struct vhd_layer *l, struct vhd_layer_info *x)
     fact (x, "log", "empty (LogGuid zero)");
   describe_regions (f, x);
   describe_metadata (f, x);
-  describe_bat (f, x, counted ? counts : NULL);
+  if (!l->headers_only)
+    describe_bat (f, x, counted ? counts : NULL);
 
   if (!f->has_parent)
     return;
   vhdx_guid_format (l->parent_id, x->parent_id);
+  if (l->has_parent_id2)
+    vhdx_guid_format (l->parent_id2, x->parent_id2);
   x->parent_name = strdup (l->parent_name ? l->parent_name : "");
   for (i = 0; i < f->n_locator && x->n_locators < VHD_MAX_LOCATOR_INFO; i++) {
     struct vhd_locator_info *li = &x->locators[x->n_locators++];
