@@ -248,6 +248,18 @@ json "a damaged file: damaged with check's reason, the other fine" \
   'O["bad.vhd"]["verdict"] == "damaged" and
    "checksum" in O["bad.vhd"]["reason"] and "good.vhd" in N'
 out_has "text: damaged" 'bad.vhd: damaged: .*checksum'
+# Named like a disk (a zero-filled and a truncated copy: the second still
+# starts like a VHD, so it is damaged rather than not one),
+# beside a text file that is skipped.
+head -c 4096 /dev/zero > "$g/zeros.avhdx"
+head -c 100 "$g/good.vhd" > "$g/cut.VHD"
+echo "not a disk" > "$g/readme.txt"
+scanned "files named like disks that are not: exit 1" 1 "$g"
+json "zero-filled: not a virtual disk; truncated: damaged; the text file skipped" \
+  'O["zeros.avhdx"]["verdict"] == "not-a-disk" and
+   O["cut.VHD"]["verdict"] == "damaged" and "readme.txt" not in O and
+   O["bad.vhd"]["verdict"] == "damaged" and j["problems"] == 3'
+rm "$g/zeros.avhdx" "$g/cut.VHD"
 
 # ------------------------------------------------------------ everything
 scanned "every folder at once, -r: exit 1" 1 -r "$d"

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -233,6 +234,24 @@ add_file (const char *path, const struct stat *st, bool named)
 
 static void add_dir (const char *dir, const struct stat *st, bool recurse);
 
+/* A name that says "virtual disk": a file so named that is not one is
+ * reported (a truncated copy, a zero-filled file), where any other file
+ * of a directory that is not one is skipped without a word. */
+static bool
+disk_name (const char *name)
+{
+  static const char *const exts[] = { ".vhd", ".vhdx", ".avhd", ".avhdx" };
+  size_t len = strlen (name), i;
+
+  for (i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    size_t e = strlen (exts[i]);
+
+    if (len > e && strcasecmp (name + len - e, exts[i]) == 0)
+      return true;
+  }
+  return false;
+}
+
 static char *
 join (const char *dir, const char *name)
 {
@@ -274,7 +293,7 @@ add_dir (const char *dir, const struct stat *dst, bool recurse)
           add_dir (path, &st, recurse);
       }
       else if (S_ISREG (st.st_mode))
-        add_file (path, &st, false);
+        add_file (path, &st, disk_name (name));
     }
     free (path);
     free (list[i]);
