@@ -9,6 +9,53 @@
 #include "vhdx/vhdx-format.h"
 #include "tap.h"
 
+/* The eight-bytes-a-step CRC against the definition (a bit at a time),
+ * over every start alignment and length up to 64 and a few long runs,
+ * also split in two pieces at every point. */
+static uint32_t
+crc32c_bitwise (const uint8_t *p, size_t n)
+{
+  uint32_t c = 0xFFFFFFFFu;
+  int k;
+
+  while (n--) {
+    c ^= *p++;
+    for (k = 0; k < 8; k++)
+      c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+  }
+  return ~c;
+}
+
+static void
+test_crc32c_sliced (void)
+{
+  static uint8_t buf[4096 + 8];
+  unsigned bad = 0, start, len, cut;
+  uint32_t x = 12345;
+
+  for (len = 0; len < sizeof buf; len++) {
+    x = x * 1103515245 + 12345;
+    buf[len] = x >> 16;
+  }
+  for (start = 0; start < 8; start++)
+    for (len = 0; len <= 64; len++) {
+      uint32_t want = crc32c_bitwise (buf + start, len);
+
+      if (vhdx_crc32c_update (0, buf + start, len) != want)
+        bad++;
+      for (cut = 0; cut <= len; cut++)
+        if (vhdx_crc32c_update (vhdx_crc32c_update (0, buf + start, cut),
+                                buf + start + cut, len - cut) != want)
+          bad++;
+    }
+  for (start = 0; start < 8; start++)
+    if (vhdx_crc32c_update (0, buf + start, 4096) !=
+        crc32c_bitwise (buf + start, 4096))
+      bad++;
+  ok (bad == 0, "eight bytes a step agrees with the bitwise definition "
+      "(every alignment, lengths 0-64 split anywhere, and 4 KiB)");
+}
+
 static void
 test_crc32c (void)
 {
@@ -31,6 +78,15 @@ test_crc32c (void)
   c = vhdx_crc32c_update (0, (const uint8_t *) "1234", 4);
   c = vhdx_crc32c_update (c, (const uint8_t *) "56789", 5);
   ok (c == 0xE3069283, "running CRC over two pieces");
+  for (c = 0; c < 32; c++)
+    b[c] = c;
+  ok (vhdx_crc32c (b, 32, 32) == 0x46DD794E,
+      "CRC-32C of bytes 0 to 31 (RFC 3720 B.4)");
+  for (c = 0; c < 32; c++)
+    b[c] = 31 - c;
+  ok (vhdx_crc32c (b, 32, 32) == 0x113FDB5C,
+      "CRC-32C of bytes 31 down to 0 (RFC 3720 B.4)");
+  test_crc32c_sliced ();
 }
 
 static void

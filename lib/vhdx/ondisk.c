@@ -10,10 +10,13 @@
 
 #include "vhdx-format.h"
 
-/* CRC-32C, reflected polynomial 0x82F63B78, table-driven (one table,
- * built once): only headers, region tables and log entries are summed,
- * never the data. */
-static uint32_t crc_table[256];
+/* CRC-32C, reflected polynomial 0x82F63B78, table-driven, eight bytes
+ * per step ("slicing by 8": table k gives the CRC of a byte followed by
+ * k zero bytes, so eight lookups fold in eight bytes at once).  Only
+ * headers, region tables and log entries are summed, never the data,
+ * but every open sums two 64 KiB region tables: vhdtool scan of a
+ * thousand files spent most of its time here a byte at a time. */
+static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -25,19 +28,32 @@ crc_init (void)
     c = i;
     for (k = 0; k < 8; k++)
       c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    crc_table[i] = c;
+    crc_table[0][i] = c;
   }
+  for (i = 0; i < 256; i++)
+    for (k = 1; k < 8; k++)
+      crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^
+                        crc_table[0][crc_table[k - 1][i] & 0xff];
 }
 
 uint32_t
 vhdx_crc32c_update (uint32_t crc, const uint8_t *buf, size_t len)
 {
   uint32_t c = ~crc;
-  size_t i;
 
   pthread_once (&crc_once, crc_init);
-  for (i = 0; i < len; i++)
-    c = crc_table[(c ^ buf[i]) & 0xff] ^ (c >> 8);
+  for (; len >= 8; buf += 8, len -= 8) {
+    /* The bytes as a little-endian word, whatever the host's order. */
+    uint32_t lo = c ^ ((uint32_t) buf[0] | (uint32_t) buf[1] << 8 |
+                       (uint32_t) buf[2] << 16 | (uint32_t) buf[3] << 24);
+
+    c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+        crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+        crc_table[3][buf[4]] ^ crc_table[2][buf[5]] ^
+        crc_table[1][buf[6]] ^ crc_table[0][buf[7]];
+  }
+  for (; len > 0; buf++, len--)
+    c = crc_table[0][(c ^ *buf) & 0xff] ^ (c >> 8);
   return ~c;
 }
 
