@@ -5,7 +5,8 @@
  * whole of vhd_layer_open (read-only), with and then without checksums
  * checked.  The file is the whole input, so seeds are plain VHD files.
  * Then what vhdtool info shows: every locator's text, the allocated
- * blocks.
+ * blocks.  Last, what vhdtool scan does with each file: the format
+ * probe and an open of the headers only (no block table).
  *
  * An input starting with VHDX_FUZZ_MAGIC is a VHDX one instead (the
  * template and its patches, vhdx-template.h): a.vhdx is opened alone
@@ -62,6 +63,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       examine (f);
       vhd_layer_close (f);
     }
+  }
+  (void) vhd_probe_format (path);
+  o.ignore_checksums = false;
+  o.headers_only = true;
+  if (vhd_layer_open (path, false, &o, &f) == 0) {
+    examine (f);
+    vhd_layer_close (f);
   }
   if (vhdx)
     vhdx_fuzz_assert_intact ();
