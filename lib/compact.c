@@ -171,9 +171,9 @@ by_start (const void *a, const void *b)
 }
 
 static uint64_t
-align_slot (const struct compact_layout *lay, uint64_t at)
+align_slot (const struct compact_layout *lay, uint64_t at, uint64_t align)
 {
-  return ROUND_UP (at + lay->align_off, lay->align) - lay->align_off;
+  return ROUND_UP (at + lay->align_off, align) - lay->align_off;
 }
 
 /* Step 2: moves the highest blocks down while a slot exists; returns
@@ -182,7 +182,7 @@ static int
 pack (struct compactor *k, uint64_t *moved, uint64_t *end)
 {
   struct vhd_layer *t = k->t;
-  struct compact_layout lay = { NULL, 0, 1, 0 };
+  struct compact_layout lay = { NULL, 0, 1, 1, 0 };
   uint64_t pos = 0;
   size_t n, j = 0, i;
   int r = -1;
@@ -193,19 +193,35 @@ pack (struct compactor *k, uint64_t *moved, uint64_t *end)
   n = lay.n;
   while (n > 0 && lay.v[n - 1].index >= 0) {
     const struct compact_extent *x = &lay.v[n - 1];
-    uint64_t s = align_slot (&lay, pos);
+    uint64_t s = pos, gap_end, a;
+    bool found = false;
 
-    /* Extents [j, n-1) not yet passed; the first one that overlaps
-     * the candidate pushes it past its end. */
+    /* Gaps between the extents [j, n-1) not yet passed, bottom-up: the
+     * first that holds the block, aligned as the format prefers or
+     * failing that as it allows, below the block's own place. */
     for (;;) {
       while (j < n - 1 && lay.v[j].start + lay.v[j].len <= s)
         j++;
-      if (j < n - 1 && lay.v[j].start < s + x->len)
-        s = align_slot (&lay, lay.v[j].start + lay.v[j].len);
-      else
+      if (j < n - 1 && lay.v[j].start <= s) {
+        s = lay.v[j].start + lay.v[j].len;     /* s is inside it */
+        continue;
+      }
+      gap_end = MIN (j < n - 1 ? lay.v[j].start : x->start, x->start);
+      if (s >= gap_end)
         break;
+      a = align_slot (&lay, s, lay.align);
+      if (a + x->len > gap_end)
+        a = align_slot (&lay, s, lay.min_align);
+      if (a + x->len <= gap_end) {
+        s = a;
+        found = true;
+        break;
+      }
+      if (gap_end == x->start)
+        break;
+      s = lay.v[j].start + lay.v[j].len;
     }
-    if (s + x->len > x->start)
+    if (!found)
       break;                    /* no slot below it */
     if (t->ops->compact_move (t, x, s) == -1)
       goto out;

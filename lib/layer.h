@@ -93,11 +93,13 @@ struct compact_extent {
 };
 
 /* Everything a file holds, for compact.c's packing plan.  A movable
- * extent may only start where (start + align_off) % align == 0. */
+ * extent may only start where (start + align_off) % min_align == 0,
+ * and preferably where (start + align_off) % align == 0 (VHD: data
+ * areas 4 KiB aligned as Windows lays them out, in files laid out so). */
 struct compact_layout {
   struct compact_extent *v;     /* malloc'd, any order */
   size_t n;
-  uint64_t align, align_off;
+  uint64_t align, min_align, align_off;
 };
 
 /* How a parent may be named by a child. */

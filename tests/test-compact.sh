@@ -99,6 +99,22 @@ compact_ok "dynamic VHD, again" "$d/dyn/d.vhd" 0 0
 check "dynamic VHD: a second run changes nothing" test "$(size_of "$d/dyn/d.vhd")" -eq "$after"
 dyn_after=$after
 
+# qemu's layout: each block right after the previous one, data areas
+# not 4 KiB aligned; every other block zeros written as data (-S 0).
+$PY -c '
+import os, sys
+B = 2 << 20
+with open(sys.argv[1], "wb") as f:
+    for b in range(8):
+        f.write(bytes(B) if b % 2 == 0 else os.urandom(B))' "$d/q.raw"
+qemu-img convert -S 0 -f raw -O vpc -o force_size=on "$d/q.raw" "$d/q.vhd"
+before=$(size_of "$d/q.vhd")
+compact_ok "qemu-made VHD" "$d/q.vhd" 4 2
+check "qemu-made VHD: 4 blocks given back" test $((before - $(size_of "$d/q.vhd"))) -eq $((4 * (B + 512)))
+qemu-img convert -O raw "$d/q.vhd" "$d/q-after.raw"
+check "qemu-made VHD: qemu-img reads the same disk" cmp "$d/q.raw" "$d/q-after.raw"
+vhdtool_check_clean "qemu-made VHD" "$d/q.vhd"
+
 # ------------------------------------------------------------ dynamic VHDX
 for ls in 512 4096; do
   cat > "$d/dx$ls.json" <<EOF

@@ -24,7 +24,9 @@
  *    never changes footer contents, so either footer is the file's.
  *    Power loss around (b) leaves the file at either length.
  *
- * Data areas keep Windows' 4 KiB alignment (alloc.c, align_block_start).
+ * Data areas keep Windows' 4 KiB alignment (alloc.c, align_block_start)
+ * where a hole has room for it; a file laid out without it (qemu puts
+ * each block right after the previous one) is packed sector-aligned.
  * Parent locators, the header and the BAT are metadata: never a slot,
  * never moved.  blktap's batmap would go stale: such files are refused.
  */
@@ -79,6 +81,7 @@ vhd_compact_layout (struct vhd_layer *l, struct compact_layout *out)
     return -1;
   }
   out->align = 4096;
+  out->min_align = VHD_SECTOR;
   out->align_off = f->bitmap_bytes;
   if (add (out, &cap, 0, f->footer.data_offset + VHD_HEADER_SIZE, -1) == -1 ||
       add (out, &cap, h->table_offset, bat_bytes, -1) == -1)

@@ -85,7 +85,7 @@ vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out)
   uint64_t i, e;
   uint32_t r;
 
-  out->align = VHDX_MiB;
+  out->align = out->min_align = VHDX_MiB;
   out->align_off = 0;
   if (add (out, &cap, 0, VHDX_HEADER_SECTION, -1) == -1 ||
       add (out, &cap, h->log_offset, h->log_length, -1) == -1)
