@@ -77,8 +77,38 @@ all_zero (const uint8_t *b, size_t n)
   return n == 0 || (b[0] == 0 && memcmp (b, b + 1, n - 1) == 0);
 }
 
+/* decide() without a parent: the block goes if every sector it holds
+ * is zero.  Read piece by piece, so that a block of data usually costs
+ * one piece, not the whole block. */
+static int
+decide_alone (struct compactor *k, uint32_t blk, const struct block_map *m,
+              uint32_t nsec, enum block_state *to)
+{
+  struct vhd_layer *t = k->t;
+  uint32_t sec = t->sector_size, per = MAX (1, (64u << 10) / sec), i, j;
+
+  for (i = 0; i < nsec; i += per) {
+    uint32_t n = MIN (per, nsec - i);
+
+    if (layer_pread (t, k->top, (uint64_t) n * sec,
+                     m->data_off + (uint64_t) i * sec) == -1) {
+      vhd_error ("%s: reading block %u: %m", t->path, blk);
+      return -1;
+    }
+    for (j = 0; j < n; j++)
+      if (bitmap_get (k->bitmap, i + j) &&
+          !all_zero (k->top + (uint64_t) j * sec, sec))
+        return 0;               /* data: kept */
+  }
+  /* Clear bits read as zeros too (no parent). */
+  *to = t->ops->zero_block ? BLOCK_ZERO : BLOCK_ABSENT;
+  return 0;
+}
+
 /* Step 1 for one block: the state it may become, or BLOCK_PRESENT to
- * keep it.  -1 after a message. */
+ * keep it.  -1 after a message.  With a parent: absent when every
+ * sector held equals what is below; else ZERO (formats that have it)
+ * when the block reads as zeros throughout, held or not. */
 static int
 decide (struct compactor *k, uint32_t blk, const struct block_map *m,
         enum block_state *to)
@@ -95,32 +125,30 @@ decide (struct compactor *k, uint32_t blk, const struct block_map *m,
   }
   else
     memset (k->bitmap, 0xFF, layer_bitmap_bytes (t));
+  if (!t->has_parent)
+    return decide_alone (k, blk, m, nsec, to);
   if (layer_pread (t, k->top, bytes, m->data_off) == -1) {
     vhd_error ("%s: reading block %u: %m", t->path, blk);
     return -1;
   }
-  if (t->has_parent && vhd_cache_read_below (k->c, blk, k->below) == -1)
+  if (vhd_cache_read_below (k->c, blk, k->below) == -1)
     return -1;
   for (i = 0; i < nsec && (same || zero); i++) {
     const uint8_t *a = k->top + (uint64_t) i * sec;
     const uint8_t *b = k->below + (uint64_t) i * sec;
 
     if (!bitmap_get (k->bitmap, i)) {
-      /* Not held here: below shows through (zeros without a parent). */
-      if (t->has_parent && zero && !all_zero (b, sec))
+      /* Not held here: below shows through. */
+      if (zero && !all_zero (b, sec))
         zero = false;
       continue;
     }
     if (zero && !all_zero (a, sec))
       zero = false;
-    if (t->has_parent && same && memcmp (a, b, sec) != 0)
+    if (same && memcmp (a, b, sec) != 0)
       same = false;
   }
-  if (!t->has_parent) {
-    if (zero)
-      *to = t->ops->zero_block ? BLOCK_ZERO : BLOCK_ABSENT;
-  }
-  else if (same)
+  if (same)
     *to = BLOCK_ABSENT;
   else if (zero && t->ops->zero_block)
     *to = BLOCK_ZERO;
