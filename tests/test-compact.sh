@@ -235,6 +235,20 @@ if command -v nbdsh > /dev/null && $PY -c 'import nbd' 2> /dev/null; then
     diag_file "$tmp/.nbdkit"
   fi
 
+  # The parent of a served chain is share-locked: not compacted either.
+  cp "$d/dv.pristine" "$d/lock/c.vhd"
+  cp "$d/dv.parent" "$d/lock/p.vhd"
+  if nbdkit -r -U "$d/lock/sock2" -P "$d/lock/pid2" "$PLUGIN" "$d/lock/c.vhd" > "$tmp/.nbdkit" 2>&1; then
+    cleanup_fn "kill \$(cat '$d/lock/pid2') 2>/dev/null"
+    check_fails "compact refuses the parent of a served chain" 'p\.vhd: file is in use' \
+      "$VHDTOOL" compact "$d/lock/p.vhd"
+    check "the served chain's parent is unchanged" cmp "$d/lock/p.vhd" "$d/dv.parent"
+    kill "$(cat "$d/lock/pid2")"
+  else
+    fail "nbdkit serves c.vhd"
+    diag_file "$tmp/.nbdkit"
+  fi
+
   # A dynamic VHD written through the plugin: data, explicit zeros, data.
   "$VHDTOOL" create -t dynamic "$d/plug.vhd" 16M > /dev/null
   check "the plugin writes data and zero blocks" \
