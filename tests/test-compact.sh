@@ -176,6 +176,22 @@ else
 fi
 dv_after=$(size_of "$d/dv/c.vhd")
 
+# Three layers, block sizes differing: a fixed base, a middle layer of
+# 512 KiB blocks, the top of 2 MiB.  Blocks 0 (the base's fill), 2 (the
+# middle's) and 4 (zeros over the base's zeros) go; 3 and 5 stay.
+cat > "$d/mix.json" <<EOF
+{"size": $((16 * M)), "seed": 9, "layers": [
+ {"file": "f.vhd", "type": "fixed", "writes": [[0, $B, 7], [$B, 4096]]},
+ {"file": "m.vhd", "type": "differencing", "block_size": 524288, "writes": [[$((2 * B)), $B, 5], [$((3 * B)), 4096]]},
+ {"file": "c.vhd", "type": "differencing", "writes": [[0, $B, 7], [$((2 * B)), $B, 5], [$((3 * B)), 4096], [$((4 * B)), $B, 0], [$((5 * B)), 512]]}]}
+EOF
+vhdgen_make "3-deep VHD chain, mixed block sizes" "$d/mix.json" "$d/mix"
+snap "$d/mix/f.vhd" "$d/mix/m.vhd"
+compact_ok "3-deep VHD chain" "$d/mix/c.vhd" 3 '[0-9]+'
+same_view "3-deep VHD chain: the same disk after" "$d/mix/expected.raw" "$d/mix/c.vhd" "$d/mix/m.vhd" "$d/mix/f.vhd"
+unchanged "3-deep VHD chain: the layers below unchanged"
+vhdtool_check_clean "3-deep VHD chain" "$d/mix/c.vhd"
+
 for ls in 512 4096; do
   diff_spec vhdx $B $ls > "$d/dx-diff$ls.json"
   vhdxgen_make "differencing VHDX chain ($ls)" "$d/dx-diff$ls.json" "$d/dxd$ls"
