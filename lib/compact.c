@@ -19,8 +19,10 @@
  *        would make the parent's data appear.
  * 2. Pack.  The file's extents (back-end: metadata that never moves,
  *    and the blocks its table references) are sorted; while the
- *    highest one is a block and a free, aligned slot ending below its
- *    start exists, it is moved to the lowest such slot.  Slots are
+ *    highest one is a block and a free slot ending below its start
+ *    exists, it is moved to the lowest such slot (aligned as the format
+ *    prefers where the hole has room, else as it allows: VHD data
+ *    areas 4 KiB or sector aligned, VHDX blocks 1 MiB aligned).  Slots are
  *    taken bottom-up and sources top-down, so no slot ever overlaps a
  *    block's old place: every move of the batch is a copy into space
  *    nothing references, then one commit points the table at the
@@ -362,11 +364,6 @@ vhd_compact (const char *file, const struct vhd_compact_params *p,
 }
 
 /* ------------------------------------------------------------ fragmentation */
-
-struct frag_block {
-  uint64_t off;
-  uint32_t blk;
-};
 
 int
 vhd_layer_fragmentation (struct vhd_layer *l, struct vhd_fragmentation *out)
