@@ -208,6 +208,9 @@ import json, sys
 b = {int(k): v[\"state\"] for k, v in json.load(sys.stdin)[\"blocks\"].items()}
 assert b == {0: \"zero\", 2: \"partially_present\", 5: \"partially_present\", 6: \"partially_present\"}, b'"
   check "differencing VHDX ($ls): DataWriteGuid kept" test "$(vhdx_id "$d/dxd$ls/c.vhdx" data_write_guid)" = "$did"
+  # 4 MiB of header section, log, metadata and BAT; 3 blocks of 2 MiB;
+  # the sector bitmap block (moved down too: it was at the end).
+  check "differencing VHDX ($ls): packed to 11 MiB" test "$(size_of "$d/dxd$ls/c.vhdx")" -eq $((11 * M))
 done
 dxd_after=$(size_of "$d/dxd512/c.vhdx")
 
@@ -228,6 +231,7 @@ snap "$d/fixed.vhd"
 check_fails "a fixed VHD is refused" 'fixed\.vhd: a fixed disk cannot be compacted' "$VHDTOOL" compact "$d/fixed.vhd"
 unchanged "the fixed VHD is unchanged"
 "$VHDTOOL" create -t fixed "$d/fixed.vhdx" 4M > /dev/null
+check "info: fragmentation 0 for a fixed disk" sh -c "'$VHDTOOL' info '$d/fixed.vhd' | grep -q '^fragmentation: *0% (0 of 0 allocated'"
 check_fails "a fixed VHDX is refused" 'fixed\.vhdx: a fixed disk cannot be compacted' "$VHDTOOL" compact "$d/fixed.vhdx"
 check_fails "compact takes one FILE" 'compact takes one FILE' "$VHDTOOL" compact
 check "compact --help" sh -c "'$VHDTOOL' compact --help | grep -q 'Usage: vhdtool compact'"
