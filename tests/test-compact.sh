@@ -115,6 +115,45 @@ qemu-img convert -O raw "$d/q.vhd" "$d/q-after.raw"
 check "qemu-made VHD: qemu-img reads the same disk" cmp "$d/q.raw" "$d/q-after.raw"
 vhdtool_check_clean "qemu-made VHD" "$d/q.vhd"
 
+# The order of the VHD protocol under strace: a block's copy is synced
+# before any BAT sector points at it, BAT sectors are synced before the
+# footer goes to the new end, which is synced before the file is cut.
+if command -v strace > /dev/null; then
+  cp "$d/dyn.pristine" "$d/order.vhd"
+  bat=$($VHDGEN dump --json "$d/order.vhd" | $PY -c 'import json,sys; h=json.load(sys.stdin)["header"]; print(h["table_offset"], h["table_offset"] + 4 * h["max_table_entries"])')
+  strace -f -e trace=pwrite64,fdatasync,ftruncate -o "$d/order.trace" \
+    "$VHDTOOL" compact "$d/order.vhd" > /dev/null 2>&1
+  check "VHD: copies, BAT, footer and cut in crash-safe order (strace)" $PY -c '
+import re, sys
+lo, hi = int(sys.argv[2]), int(sys.argv[3])
+ev = []
+for line in open(sys.argv[1]):
+    if "fdatasync(" in line:
+        ev.append("sync")
+    elif "ftruncate(" in line:
+        ev.append("cut")
+    elif "pwrite64(" in line:
+        off = int(re.search(r", (\d+)\) += \d+", line).group(1))
+        ev.append("bat" if lo <= off < hi else
+                  "footer" if "conectix" in line else "copy")
+pending = set()          # written since the last sync
+for e in ev:
+    if e == "sync":
+        pending.clear()
+        continue
+    if e == "bat":
+        assert "copy" not in pending, ev
+    if e == "footer":
+        assert "bat" not in pending and "copy" not in pending, ev
+    if e == "cut":
+        assert not pending, ev
+    pending.add(e)
+assert ev.count("cut") == 1 and ev[-1] == "sync" and "bat" in ev and "copy" in ev, ev
+' "$d/order.trace" $bat
+else
+  skip "strace not installed"
+fi
+
 # ------------------------------------------------------------ dynamic VHDX
 for ls in 512 4096; do
   cat > "$d/dx$ls.json" <<EOF
