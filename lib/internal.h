@@ -121,6 +121,9 @@ bool vhd_cache_range_is_zero (const struct block_entry *e, uint32_t rel,
 int vhd_cache_top_written (struct vhd_chain *c, struct block_entry *e,
                            uint32_t blk, uint64_t data_off, uint32_t rel,
                            uint32_t n);
+/* Block blk as the layers under the top show it: vhd_block_sectors
+ * sectors into buf (compact.c); -1 after a message. */
+int vhd_cache_read_below (struct vhd_chain *c, uint32_t blk, void *buf);
 /* The top file now reads as zeros in all of block blk (its back-end's
  * zero_block), whatever lies below; -1 on allocation failure. */
 int vhd_cache_top_zeroed (struct vhd_chain *c, struct block_entry *e,

@@ -84,6 +84,24 @@ struct dirty_block {
   const uint8_t *bitmap;
 };
 
+/* One extent of a file (compact_layout): [start, start + len).  index:
+ * the back-end's table entry that references it (movable), or -1 for
+ * metadata that never moves. */
+struct compact_extent {
+  uint64_t start, len;
+  int64_t index;
+};
+
+/* Everything a file holds, for compact.c's packing plan.  A movable
+ * extent may only start where (start + align_off) % min_align == 0,
+ * and preferably where (start + align_off) % align == 0 (VHD: data
+ * areas 4 KiB aligned as Windows lays them out, in files laid out so). */
+struct compact_layout {
+  struct compact_extent *v;     /* malloc'd, any order */
+  size_t n;
+  uint64_t align, min_align, align_off;
+};
+
 /* How a parent may be named by a child. */
 enum hint_syntax { HINT_WINDOWS, HINT_MAC_URL };
 typedef void (*hint_fn) (void *opaque, const char *text,
@@ -137,6 +155,29 @@ struct layer_ops {
    * (the core writes zeros), -1 on error. */
   int (*begin_write) (struct vhd_layer *l);
   int (*zero_block) (struct vhd_layer *l, uint32_t blk);
+
+  /* Compaction (compact.c: Optimize-VHD), optional, on the top file of
+   * a writable chain after writer_init; the crash-safe order is the
+   * back-end's (lib/vhd/compact.c, lib/vhdx/compact.c).  compact_begin:
+   * before the first change (VHDX: a log under a new FileWriteGuid,
+   * the DataWriteGuid kept: the content does not change).
+   * compact_release: block blk becomes to (BLOCK_ABSENT, or BLOCK_ZERO
+   * where zero_block exists), in memory until commit (ops->commit with
+   * no bitmaps).  compact_layout: every extent of the file, see struct
+   * compact_layout.  compact_move: copy the extent of table entry index
+   * from its offset to to (free space, below it, not overlapping) and
+   * point the entry there in memory, until commit (which syncs the copy
+   * first).  compact_truncate: the file ends right after end (nothing
+   * at or past end is referenced, every change committed).  step names
+   * the back-end's own steps for the crash tests. */
+  int (*compact_begin) (struct vhd_layer *l);
+  int (*compact_release) (struct vhd_layer *l, uint32_t blk,
+                          enum block_state to);
+  int (*compact_layout) (struct vhd_layer *l, struct compact_layout *out);
+  int (*compact_move) (struct vhd_layer *l, const struct compact_extent *x,
+                       uint64_t to);
+  int (*compact_truncate) (struct vhd_layer *l, uint64_t end,
+                           vhd_step_fn step, void *opaque);
 
   /* Chains: every way this (differencing) layer names its parent, in
    * the order to try them. */

@@ -1002,3 +1002,41 @@ vhd_chain_extents_by (struct vhd_chain *c, uint64_t offset, uint64_t count,
     return -1;
   return 0;
 }
+
+/* The whole of block blk as the layers under the top show it (compact.c
+ * compares the top's sectors with it).  The runs are copied under the
+ * block's lock: the entry may be evicted once it is released. */
+int
+vhd_cache_read_below (struct vhd_chain *c, uint32_t blk, void *buf)
+{
+  uint64_t block_start = (uint64_t) blk * top (c)->block_size;
+  uint64_t count = (uint64_t) vhd_block_sectors (c, blk) * c->sector;
+  struct block_entry *e;
+  struct run *runs = NULL;
+  uint32_t n = 0;
+  bool oom = false;
+  int r;
+
+  vhd_cache_lock (c, blk);
+  e = vhd_cache_get (c, blk, false);
+  if (e != NULL && e->n_below > 0) {
+    runs = malloc ((size_t) e->n_below * sizeof *runs);
+    oom = runs == NULL;
+    if (runs != NULL) {
+      memcpy (runs, e->below, (size_t) e->n_below * sizeof *runs);
+      n = e->n_below;
+    }
+  }
+  vhd_cache_unlock (c, blk);
+  if (e == NULL)
+    return -1;
+  if (oom) {
+    vhd_error ("%s: %m", top (c)->path);
+    return -1;
+  }
+  /* Sectors no run covers read as zeros (no layer holds them). */
+  memset (buf, 0, count);
+  r = read_runs (c, runs, n, blk, buf, count, block_start);
+  free (runs);
+  return r;
+}

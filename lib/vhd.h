@@ -370,4 +370,42 @@ struct vhd_set_parent_params {
 int vhd_set_parent (const char *file, const char *parent,
                     const struct vhd_set_parent_params *p);
 
+struct vhd_compact_params {
+  vhd_progress_fn progress;     /* the examination of the blocks */
+  vhd_step_fn step;
+  void *opaque;
+};
+struct vhd_compact_result {
+  uint64_t released_blocks;     /* blocks given up (unallocated, absent
+                                   or, VHDX, ZERO) */
+  uint64_t moved_blocks;        /* blocks moved down the file */
+  uint64_t bytes_before, bytes_after;  /* file size */
+};
+
+/* Optimize-VHD: give back the space of blocks the disk does not need
+ * (all zeros in a dynamic disk; equal to the parent's data, or VHDX
+ * zeros, in a differencing disk), pack the blocks left and shorten the
+ * file, without changing what the disk reads (nor, VHDX, its
+ * DataWriteGuid: children stay valid).  FILE is locked like a writing
+ * server's top file; fixed disks are refused (EINVAL).  Crash-safe and
+ * re-runnable: see compact.c.  res may be NULL; it is filled as far as
+ * the work got, also on failure. */
+int vhd_compact (const char *file, const struct vhd_compact_params *p,
+                 struct vhd_compact_result *res);
+
+/* Fragmentation of one layer (vhdtool info, as Get-VHD's
+ * FragmentationPercentage): taking the allocated blocks in disk order,
+ * a block after the first is fragmented when its data does not follow
+ * the previous one's in the file (it starts before it ends, or 1 MiB
+ * or more after: VHD's bitmap and padding in between do not count).
+ * percent = 100 * fragmented / (allocated - 1); 0 with fewer than two
+ * blocks and for fixed disks.  One pass over the block table. */
+struct vhd_fragmentation {
+  uint64_t allocated_blocks;
+  uint64_t fragmented_blocks;
+  double percent;
+};
+int vhd_layer_fragmentation (struct vhd_layer *l,
+                             struct vhd_fragmentation *out);
+
 #endif /* VHD_H */

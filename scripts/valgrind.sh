@@ -80,6 +80,10 @@ vg "info VHDX" 0 "$V" info xgchild.avhdx
 vg "check VHDX" 0 "$V" check xgchild.avhdx
 vg "set-parent VHDX" 0 "$V" set-parent xgchild.avhdx xchild.avhdx
 vg "merge VHDX" 0 "$V" merge --into xbase.vhdx xgchild.avhdx
+# compact: the flattened dynamic VHD, the VHDX merged into.
+vg "compact VHD" 0 "$V" compact flat.vhd
+vg "compact VHDX" 0 "$V" compact xbase.vhdx
+vg "compact fixed (refused)" 1 "$V" compact fixed.vhd
 head -c 4096 /dev/urandom > junk.vhd
 vg "check of junk (exit 2)" 2 "$V" check junk.vhd
 vg "info of junk (fails)" 1 "$V" info junk.vhd

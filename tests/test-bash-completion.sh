@@ -43,7 +43,7 @@ touch a.vhd B.VHD c.avhd d.raw
 
 offers "vhdtool cr<TAB> gives create" "create" vhdtool cr
 offers "vhdtool <TAB> lists the commands" \
-  "check convert create help info map merge scan set-parent" vhdtool ""
+  "check compact convert create help info map merge scan set-parent" vhdtool ""
 offers "vhdtool --v<TAB> gives --version" "--version" vhdtool --v
 offers "convert -t <TAB>: fixed dynamic raw" "dynamic fixed raw" \
   vhdtool convert -t ""
@@ -77,6 +77,8 @@ offers "map --c<TAB> gives --cache-size --confine-parents" \
   "--cache-size --confine-parents" vhdtool map --c
 offers "map --cache-size <TAB>: a size, nothing offered" "" \
   vhdtool map --cache-size ""
+offers "compact -p <TAB>: VHD files" "B.VHD a.vhd c.avhd sub" \
+  vhdtool compact -p ""
 offers "merge --cache-size 4M <TAB>: FILE" "B.VHD a.vhd c.avhd sub" \
   vhdtool merge --cache-size 4M ""
 offers "create -f <TAB>: vhd vhdx" "vhd vhdx" vhdtool create -f ""
@@ -97,7 +99,7 @@ offers "info vx/<TAB>: VHDX and AVHDX files too" "vx/d.vhdx vx/e.AVHDX" \
   vhdtool info vx/
 
 # Every command's long options, against its own --help.
-for cmd in create info check map merge convert set-parent scan; do
+for cmd in create info check map merge compact convert set-parent scan; do
   want=$( { "$VHDTOOL" "$cmd" --help | grep -o -- '--[a-z][a-z-]*'
             echo --help; } | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
   got=$(comp vhdtool "$cmd" -- | tr ' ' '\n' | grep -- '^--' | tr '\n' ' ' |

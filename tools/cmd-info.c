@@ -38,6 +38,8 @@ struct facts {
   const char *path;
   char created[32], parent_time[32];
   char size_h[32], alloc_h[32];
+  struct vhd_fragmentation frag;  /* see vhd_layer_fragmentation */
+  bool frag_known;
 };
 
 static bool
@@ -54,6 +56,8 @@ gather (struct vhd_layer *l, struct facts *x)
   format_time (x->i.created, x->created, sizeof x->created);
   human_size (x->i.size, x->size_h, sizeof x->size_h);
   human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
+  x->frag_known = x->i.allocated_known &&
+                  vhd_layer_fragmentation (l, &x->frag) == 0;
   if (x->i.type == VHD_TYPE_DIFF && !is_vhdx (&x->i))
     format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
@@ -115,6 +119,10 @@ print_text (const struct facts *x, const struct vhd_chain *c,
             f->sectors_per_track);
   printf ("allocated:         %" PRIu64 " (%s)\n", f->allocated, x->alloc_h);
   printf ("file size:         %" PRIu64 "\n", f->file_size);
+  if (x->frag_known)
+    printf ("fragmentation:     %.0f%% (%" PRIu64 " of %" PRIu64
+            " allocated blocks out of place)\n", x->frag.percent,
+            x->frag.fragmented_blocks, x->frag.allocated_blocks);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
   if (f->quirks) {
@@ -192,6 +200,8 @@ print_json (const struct facts *x, const struct vhd_chain *c,
             f->sectors_per_track);
   printf ("  \"allocated\": %" PRIu64 ",\n", f->allocated);
   printf ("  \"file-size\": %" PRIu64 ",\n", f->file_size);
+  if (x->frag_known)
+    printf ("  \"fragmentation-percentage\": %.1f,\n", x->frag.percent);
   if (!is_vhdx (f))
     printf ("  \"footer-from-copy\": %s,\n",
             f->footer_from_copy ? "true" : "false");

@@ -18,6 +18,8 @@ static const struct command {
   { "check", cmd_check, "examine a VHD and its chain, report every problem" },
   { "map", cmd_map, "show which file of the chain supplies each range" },
   { "merge", cmd_merge, "merge a differencing disk into an ancestor" },
+  { "compact", cmd_compact, "give back unused space of a dynamic or "
+    "differencing disk" },
   { "convert", cmd_convert, "flatten a chain into a new standalone disk" },
   { "set-parent", cmd_set_parent, "point a differencing disk at its parent" },
   { "scan", cmd_scan, "find the trees of disks in folders, check their links" },
@@ -43,6 +45,7 @@ usage (FILE *fp)
            "  vhdtool check [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
            "  vhdtool map [--json] [--parent FILE]... [--parent-dir DIR]... FILE\n"
            "  vhdtool merge [--into ANCESTOR] [-p] FILE\n"
+           "  vhdtool compact [-p] FILE\n"
            "  vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
            "                  [--parent-dir DIR]... FILE OUTPUT\n"
            "  vhdtool set-parent [--ignore-id-mismatch] FILE PARENT\n"

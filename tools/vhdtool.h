@@ -21,6 +21,7 @@ int cmd_info (int argc, char **argv);
 int cmd_check (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_merge (int argc, char **argv);
+int cmd_compact (int argc, char **argv);
 int cmd_convert (int argc, char **argv);
 int cmd_set_parent (int argc, char **argv);
 int cmd_scan (int argc, char **argv);

@@ -188,15 +188,21 @@ vhd_file_alloc_block (struct vhd_layer *l, uint32_t blk, uint64_t *data_off)
   return r;
 }
 
+void
+vhd_file_set_entry (struct vhd_file *f, uint32_t blk, uint32_t entry)
+{
+  bat_set (f, blk, entry);
+  pthread_mutex_lock (&f->dirty->lock);
+  f->dirty->sectors[blk / (VHD_SECTOR / 4)] = 1;
+  pthread_mutex_unlock (&f->dirty->lock);
+}
+
 int
 vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off)
 {
   struct vhd_file *f = vhd_file (l);
 
-  bat_set (f, blk, (data_off - f->bitmap_bytes) / VHD_SECTOR);
-  pthread_mutex_lock (&f->dirty->lock);
-  f->dirty->sectors[blk / (VHD_SECTOR / 4)] = 1;
-  pthread_mutex_unlock (&f->dirty->lock);
+  vhd_file_set_entry (f, blk, (data_off - f->bitmap_bytes) / VHD_SECTOR);
   return 0;
 }
 

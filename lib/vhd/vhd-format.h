@@ -204,8 +204,20 @@ void vhd_file_writer_free (struct vhd_layer *l);
 int vhd_file_alloc_block (struct vhd_layer *l, uint32_t blk,
                           uint64_t *data_off);
 int vhd_file_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
+/* BAT entry blk becomes entry in memory, its sector dirty (for the next
+ * commit): publish, and compact.c's releases and moves. */
+void vhd_file_set_entry (struct vhd_file *f, uint32_t blk, uint32_t entry);
 int vhd_file_commit (struct vhd_layer *l, const struct dirty_block *b,
                      size_t n);
+
+/* compact.c: the compaction operations of layer.h. */
+int vhd_compact_release (struct vhd_layer *l, uint32_t blk,
+                         enum block_state to);
+int vhd_compact_layout (struct vhd_layer *l, struct compact_layout *out);
+int vhd_compact_move (struct vhd_layer *l, const struct compact_extent *x,
+                      uint64_t to);
+int vhd_compact_truncate (struct vhd_layer *l, uint64_t end,
+                          vhd_step_fn step, void *opaque);
 
 /* ondisk.c: time stamps count seconds from 2000-01-01T00:00:00Z. */
 #define VHD_EPOCH 946684800

@@ -324,6 +324,21 @@ int vhdx_publish (struct vhd_layer *l, uint32_t blk, uint64_t data_off);
 int vhdx_zero_block (struct vhd_layer *l, uint32_t blk);
 int vhdx_commit (struct vhd_layer *l, const struct dirty_block *b, size_t n);
 
+/* write.c: after compact.c cut the file to size. */
+void vhdx_writer_truncated (struct vhd_layer *l, uint64_t size);
+/* write.c: compact.c's log, begun keeping the DataWriteGuid (begin) or
+ * ended (!begin), under the writer's log lock. */
+int vhdx_writer_log (struct vhd_layer *l, bool begin);
+/* compact.c: the compaction operations (layer.h). */
+int vhdx_compact_begin (struct vhd_layer *l);
+int vhdx_compact_release (struct vhd_layer *l, uint32_t blk,
+                          enum block_state to);
+int vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out);
+int vhdx_compact_move (struct vhd_layer *l, const struct compact_extent *x,
+                       uint64_t to);
+int vhdx_compact_truncate (struct vhd_layer *l, uint64_t end,
+                           vhd_step_fn step, void *opaque);
+
 /* Check mode: every entry, every overlap (reports, no failure). */
 void vhdx_bat_check (struct vhdx_file *f, const struct vhd_open_options *opts);
 /* Payload blocks per state (counts[8]); -1 on a read error. */

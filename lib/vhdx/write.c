@@ -538,3 +538,35 @@ vhdx_commit (struct vhd_layer *l, const struct dirty_block *b, size_t n)
   free (s.v);
   return r;
 }
+
+/* compact.c cut the file to size (everything past it unreferenced):
+ * new space starts there again. */
+void
+vhdx_writer_truncated (struct vhd_layer *l, uint64_t size)
+{
+  struct vhdx_file *f = vhdx_file (l);
+
+  pthread_mutex_lock (&f->w->alloc_lock);
+  f->w->file_end = size;
+  f->data_end = size;
+  __atomic_store_n (&l->file_size, size, __ATOMIC_RELEASE);
+  f->log.durable_size = size;
+  pthread_mutex_unlock (&f->w->alloc_lock);
+}
+
+/* compact.c: start a log keeping the DataWriteGuid (begin), or end it
+ * once every entry is applied (!begin), under the log lock. */
+int
+vhdx_writer_log (struct vhd_layer *l, bool begin)
+{
+  struct vhdx_file *f = vhdx_file (l);
+  int r = 0;
+
+  pthread_mutex_lock (&f->w->log_lock);
+  if (begin && !f->log.live)
+    r = vhdx_log_begin (f, NULL);       /* NULL: DataWriteGuid kept */
+  else if (!begin)
+    r = vhdx_log_end (f);
+  pthread_mutex_unlock (&f->w->log_lock);
+  return r;
+}

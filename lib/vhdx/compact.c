@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-vhd: the VHDX back-end's half of compaction (lib/compact.c
+ * decides what changes): releasing blocks, moving them down the file,
+ * shortening it.
+ *
+ * CRASH SAFETY (the order of the three phases is at the top of
+ * lib/compact.c; the log's protocol at the top of logwrite.c, the
+ * commit's at the top of write.c, step 4).
+ *
+ * 0. Begin: our log, as a writing session starts it (logwrite.c,
+ *    vhdx_log_begin), with a new FileWriteGuid but the DataWriteGuid
+ *    kept (docs 5.1): the disk's content does not change, so its
+ *    children stay valid.  Opening for writing replayed any pending
+ *    log first (write.c, step 0).
+ * 1. Release: the payload entry becomes ZERO or NOT_PRESENT (offset 0)
+ *    in memory; the commit puts the BAT pages through the log: one
+ *    entry (or several, each a set of whole pages whose every mix reads
+ *    the same disk: compact.c releases only blocks the disk does not
+ *    need).  The old data is not touched.
+ * 2. Move: the 1 MiB-aligned block (payload, or a sector bitmap block)
+ *    is copied into space nothing references (outside the header
+ *    section, the log, every region and every other block: compact.c's
+ *    plan), its entry changes in memory (same state, new offset), and
+ *    the commit syncs the copies (write.c 4c) before the BAT pages go
+ *    through the log: whichever entries a crash leaves committed point
+ *    at durable copies identical to the old ones, which stay untouched.
+ * 3. Truncate, once every entry is applied in place and synced: the
+ *    log ends (a header with LogGuid 0, synced), then the file is cut
+ *    after the highest structure left, and synced.  Cutting before the
+ *    log ends could let a replay grow the file back to an entry's
+ *    LastFileOffset: harmless, but the space would not be given back.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "vhdx-format.h"
+
+int
+vhdx_compact_begin (struct vhd_layer *l)
+{
+  return vhdx_writer_log (l, true);
+}
+
+int
+vhdx_compact_release (struct vhd_layer *l, uint32_t blk, enum block_state to)
+{
+  struct vhdx_file *f = vhdx_file (l);
+  unsigned state = to == BLOCK_ZERO ? VHDX_ZERO : VHDX_NOT_PRESENT;
+
+  if (to == BLOCK_ABSENT && !f->has_parent) {
+    vhd_error ("%s: internal error: a block without a parent cannot be "
+               "absent", l->path);
+    errno = EINVAL;
+    return -1;
+  }
+  return vhdx_bat_set (f, vhdx_payload_index (f, blk), state,
+                       VHDX_BAT_DIRTY);
+}
+
+static int
+add (struct compact_layout *out, size_t *cap, uint64_t start, uint64_t len,
+     int64_t index)
+{
+  if (ARRAY_RESERVE (out->v, *cap, out->n + 1) == -1)
+    return -1;
+  out->v[out->n++] = (struct compact_extent) { start, len, index };
+  return 0;
+}
+
+static bool
+is_sb (const struct vhdx_file *f, uint64_t i)
+{
+  return (i + 1) % (f->chunk_ratio + (uint64_t) 1) == 0;
+}
+
+int
+vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out)
+{
+  struct vhdx_file *f = vhdx_file (l);
+  const struct vhdx_header *h = &f->hdr[f->current];
+  size_t cap = 0;
+  uint64_t i, e;
+  uint32_t r;
+
+  out->align = out->min_align = VHDX_MiB;
+  out->align_off = 0;
+  if (add (out, &cap, 0, VHDX_HEADER_SECTION, -1) == -1 ||
+      add (out, &cap, h->log_offset, h->log_length, -1) == -1)
+    goto nomem;
+  /* BAT, metadata and any region we do not know: never moved. */
+  for (r = 0; r < f->n_regions; r++)
+    if (add (out, &cap, f->regions[r].offset, f->regions[r].length, -1) == -1)
+      goto nomem;
+  for (i = 0; i < f->bat_entries; i++) {
+    unsigned s;
+
+    if (vhdx_bat_entry (f, i, &e) == -1)
+      goto err;
+    s = VHDX_BAT_STATE (e);
+    if (is_sb (f, i) ? s != VHDX_SB_PRESENT
+                     : s != VHDX_FULLY_PRESENT && s != VHDX_PARTIALLY_PRESENT)
+      continue;
+    if (add (out, &cap, VHDX_BAT_OFFSET (e),
+             is_sb (f, i) ? VHDX_MiB : f->block_size, (int64_t) i) == -1)
+      goto nomem;
+  }
+  return 0;
+
+ nomem:
+  vhd_error ("%s: %m", l->path);
+ err:
+  free (out->v);
+  out->v = NULL;
+  return -1;
+}
+
+int
+vhdx_compact_move (struct vhd_layer *l, const struct compact_extent *x,
+                   uint64_t to)
+{
+  struct vhdx_file *f = vhdx_file (l);
+  const size_t chunk = VHDX_MiB;
+  uint8_t *buf;
+  uint64_t e, done;
+  int r = -1;
+
+  if (to % VHDX_MiB != 0 || to + x->len > x->start) {
+    vhd_error ("%s: internal error: BAT entry %" PRId64 " cannot go to "
+               "offset %" PRIu64, l->path, x->index, to);
+    errno = EINVAL;
+    return -1;
+  }
+  if (vhdx_bat_entry (f, x->index, &e) == -1)
+    return -1;
+  if ((buf = malloc (chunk)) == NULL) {
+    vhd_error ("%s: %m", l->path);
+    return -1;
+  }
+  for (done = 0; done < x->len; done += chunk) {
+    uint64_t n = MIN (chunk, x->len - done);
+    if (vhdx_pread (f, buf, n, x->start + done) == -1 ||
+        full_pwrite (l->fd, buf, n, to + done) == -1) {
+      vhd_error ("%s: moving a block from offset %" PRIu64 " to %" PRIu64
+                 ": %m", l->path, x->start, to);
+      goto out;
+    }
+  }
+  r = vhdx_bat_set (f, x->index, to | VHDX_BAT_STATE (e), VHDX_BAT_DIRTY);
+ out:
+  free (buf);
+  return r;
+}
+
+int
+vhdx_compact_truncate (struct vhd_layer *l, uint64_t end, vhd_step_fn step,
+                       void *opaque)
+{
+  uint64_t size = ROUND_UP (end, VHDX_MiB);
+
+  if (vhdx_writer_log (l, false) == -1)
+    return -1;
+  if (step)
+    step (opaque, "log-ended");
+  if (size >= l->file_size)
+    return 0;
+  if (ftruncate (l->fd, size) == -1 || fdatasync (l->fd) == -1) {
+    vhd_error ("%s: shortening the file to %" PRIu64 " bytes: %m", l->path,
+               size);
+    return -1;
+  }
+  vhdx_writer_truncated (l, size);
+  return 0;
+}
