@@ -38,6 +38,9 @@ struct facts {
   const char *path;
   char created[32], parent_time[32];
   char size_h[32], alloc_h[32];
+  bool has_min;                 /* VHDX: the minimum size resize takes */
+  uint64_t min;
+  char min_h[32];
 };
 
 static bool
@@ -54,6 +57,9 @@ gather (struct vhd_layer *l, struct facts *x)
   format_time (x->i.created, x->created, sizeof x->created);
   human_size (x->i.size, x->size_h, sizeof x->size_h);
   human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
+  x->has_min = vhd_layer_minimum_size (l, &x->min) == 0;
+  if (x->has_min)
+    human_size (x->min, x->min_h, sizeof x->min_h);
   if (x->i.type == VHD_TYPE_DIFF && !is_vhdx (&x->i))
     format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
@@ -115,6 +121,8 @@ print_text (const struct facts *x, const struct vhd_chain *c,
             f->sectors_per_track);
   printf ("allocated:         %" PRIu64 " (%s)\n", f->allocated, x->alloc_h);
   printf ("file size:         %" PRIu64 "\n", f->file_size);
+  if (x->has_min)
+    printf ("minimum size:      %" PRIu64 " (%s)\n", x->min, x->min_h);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
   if (f->quirks) {
@@ -192,6 +200,8 @@ print_json (const struct facts *x, const struct vhd_chain *c,
             f->sectors_per_track);
   printf ("  \"allocated\": %" PRIu64 ",\n", f->allocated);
   printf ("  \"file-size\": %" PRIu64 ",\n", f->file_size);
+  if (x->has_min)
+    printf ("  \"minimum-size\": %" PRIu64 ",\n", x->min);
   if (!is_vhdx (f))
     printf ("  \"footer-from-copy\": %s,\n",
             f->footer_from_copy ? "true" : "false");
