@@ -116,6 +116,27 @@ check "dynamic VHD: grow within the BAT (2G -> 2049M)" \
 grown m100.raw 2049M m2049.raw
 reads "dynamic VHD grown again" dyn.vhd m2049.raw
 
+# An empty dynamic VHD: its footer follows the BAT, where the BAT must
+# grow; it moves past the table's new end first.
+"$VHDTOOL" create -t dynamic empty.vhd 100M > /dev/null
+cp empty.vhd empty-orig.vhd
+check "empty dynamic VHD: grow 100M -> 2G (the footer moves)" \
+  "$VHDTOOL" resize empty.vhd 2G
+truncate -s 2G z2g.raw
+reads "empty dynamic VHD grown" empty.vhd z2g.raw
+vhdtool_check_clean "empty dynamic VHD grown" empty.vhd
+# Small blocks: several blocks in the way, and a table end past the end
+# of the first moved block.
+"$VHDTOOL" create -t dynamic -b 4K small.vhd 512K > /dev/null
+model 512K m512k.raw
+put small.vhd m512k.raw
+cp small.vhd small-orig.vhd
+grown m512k.raw 8M m8m.raw
+check "4K-block dynamic VHD: grow 512K -> 8M (many blocks move)" \
+  "$VHDTOOL" resize small.vhd 8M
+reads "4K-block dynamic VHD grown" small.vhd m8m.raw
+vhdtool_check_clean "4K-block dynamic VHD grown" small.vhd
+
 refused "VHD shrink refused" \
   'dyn\.vhd: cannot shrink a VHD file \(Hyper-V shrinks only VHDX\)' \
   dyn.vhd dyn.vhd 100M
@@ -295,6 +316,13 @@ put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \
   footer-copied old-footer-zeroed footer-written
 kills "dynamic VHD grow" dyn-orig.vhd 2G m100.raw m2g.raw \
+  footer-moved block-moved bat-extended header-written footer-written \
+  footer-copy-written
+truncate -s 100M z100.raw
+kills "empty dynamic VHD grow" empty-orig.vhd 2G z100.raw z2g.raw \
+  footer-moved bat-extended header-written footer-written
+rm -f z2g.raw z100.raw
+kills "4K-block dynamic VHD grow" small-orig.vhd 8M m512k.raw m8m.raw \
   footer-moved block-moved bat-extended header-written footer-written \
   footer-copy-written
 "$VHDTOOL" create -t dynamic kd.vhdx 40M > /dev/null

@@ -29,8 +29,10 @@
  * Dynamic disk (footer at EOF and its copy at 0, dynamic header, BAT of
  * max_table_entries 32-bit entries, blocks anywhere after it):
  *   1. Only when the BAT must cover more entries than it holds: the
- *      table grows in place, into the space after it.  Blocks lying
- *      there are moved first, one at a time ("block-moved"): new space
+ *      table grows in place, into the space after it.  A footer lying
+ *      there moves past the new end of the table first (alloc.c's
+ *      protocol, "footer-moved"), so that nothing new lands there.
+ *      Blocks lying there are moved, one at a time ("block-moved"): new space
  *      at EOF by the growth protocol of alloc.c ("footer-moved"), the
  *      block's bitmap and data copied there and synced, then the one
  *      BAT sector holding its entry rewritten and synced.  Before that
@@ -238,6 +240,13 @@ extend_bat (struct vhd_file *f, uint32_t n, vhd_step_fn step, void *opaque)
       return -1;
     }
   }
+  /* The footer in the way (no block after the table, or few): move it
+   * past the table's new end first (alloc.c's protocol, new space of
+   * no length), so that blocks moved next land past it too. */
+  if (f->footer_offset < end &&
+      vhd_grow (f, MAX (vhd_next_free (f), ROUND_UP (end, 4096)), 0,
+                step, opaque) == -1)
+    return -1;
   /* Which blocks lie in the way: read every entry before moving any. */
   moving = calloc (f->l.n_blocks ? f->l.n_blocks : 1, sizeof *moving);
   if (moving == NULL) {
