@@ -190,6 +190,17 @@ done
 check "fixed VHDX: the shrink gave the space back" \
   test "$(stat -c %s xfixed512.vhdx)" -lt $((40 * 1048576 + 8 * 1048576))
 
+# The BAT region is not moved: 1 MiB of it covers 128 GiB of 1 MiB
+# blocks; past that, refused.
+"$VHDTOOL" create -t dynamic -b 1M batcap.vhdx 100M > /dev/null
+refused "VHDX: growing past its BAT region refused" \
+  'batcap\.vhdx: cannot grow to 214748364800 bytes: its BAT region \(1048576 bytes\) holds 131072 entries, and 204849 are needed' \
+  batcap.vhdx batcap.vhdx 200G
+check "VHDX: growing up to its BAT region's capacity (100G)" \
+  "$VHDTOOL" resize batcap.vhdx 100G
+vhdtool_check_clean "VHDX grown to 100G" batcap.vhdx
+rm -f batcap.vhdx
+
 # Differencing: grows (zeros past the parent's end), never shrinks.
 "$VHDTOOL" create -t dynamic xp.vhdx 40M > /dev/null
 put xp.vhdx m40.raw
