@@ -72,7 +72,13 @@ check_parent_size (const struct vhd_open_options *opts,
     errno = EINVAL;
     return -1;
   }
+  /* A differencing VHDX may be grown (vhdtool resize, as Hyper-V's
+   * Resize-VHD): past its parent's end it reads zeros (resolve.c).  A
+   * smaller VHDX child, or any VHD child of another size, is not
+   * something either tool makes. */
   if (child->size != parent->size &&
+      !(child->size > parent->size &&
+        strcmp (child->ops->format, "VHDX") == 0) &&
       vhd_report (opts, VHD_ERROR, child->path, "parent", "",
                   "size mismatch: the child is %" PRIu64 " bytes but its "
                   "parent %s is %" PRIu64 " bytes", child->size,

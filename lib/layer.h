@@ -201,6 +201,17 @@ struct layer_ops {
                     const struct vhd_create_params *p);
   /* info: plain facts, see struct vhd_layer_info in vhd.h. */
   void (*describe) (struct vhd_layer *l, struct vhd_layer_info *info);
+
+  /* Optional (resize.c).  resize: make the virtual disk size bytes, l
+   * opened writable and locked exclusively, the format-neutral rules
+   * checked (a multiple of l->sector_size, shrinking only to at least
+   * minimum_size), crash-safe; size == l->size finishes what an
+   * interrupted resize left.  minimum_size: the end of the last
+   * logical sector of l holding non-zero data; NULL: the format never
+   * shrinks. */
+  int (*resize) (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
+                 void *opaque);
+  int (*minimum_size) (struct vhd_layer *l, uint64_t *min);
 };
 
 extern const struct layer_ops vhd_format_ops;

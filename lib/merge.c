@@ -363,6 +363,18 @@ open_chains (struct merge *m, const char *file)
   if (vhd_chain_open (file, &unlocked, &m->locks) == -1 ||
       pick_target (m, file) == -1)
     return -1;
+  /* A differencing VHDX grown by resize is larger than its parent: its
+   * data past the target's end has nowhere to go. */
+  for (i = 0; i < m->k; i++)
+    if (m->locks->layers[i]->size != m->locks->layers[m->k]->size) {
+      vhd_error ("%s: it is %" PRIu64 " bytes but the merge target %s is %"
+                 PRIu64 " bytes (a differencing disk grown by resize); "
+                 "merging into a smaller disk is not supported",
+                 m->locks->layers[i]->path, m->locks->layers[i]->size,
+                 m->locks->layers[m->k]->path, m->locks->layers[m->k]->size);
+      errno = EINVAL;
+      return -1;
+    }
   for (i = 0; i < m->k; i++)
     if (vhd_lock_file (m->locks->layers[i], true) == -1)
       return -1;

@@ -489,13 +489,26 @@ walk_layers (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
 {
   uint32_t sector = w->c->sector;
   struct vhd_layer *l;
-  uint32_t spb;
+  uint32_t spb, past = 0;
+  uint64_t lsec;
 
   if (k == w->c->depth)
     return emit (out, sector, vsec - base, n, -1, 0);
   l = w->c->layers[k];
+  /* A parent smaller than its child (a differencing VHDX grown after it
+   * was made, chain.c): past the parent's end, zeros.  Runs are emitted
+   * in order: the zeros after the rest. */
+  lsec = l->size / sector;
+  if (vsec + n > lsec) {
+    past = vsec >= lsec ? n : (uint32_t) (vsec + n - lsec);
+    n -= past;
+    if (n == 0)
+      return emit (out, sector, vsec - base, past, -1, 0);
+  }
   if (l->flat)
-    return emit (out, sector, vsec - base, n, k, vsec * sector);
+    return emit (out, sector, vsec - base, n, k, vsec * sector) == -1 ||
+           (past && emit (out, sector, vsec + n - base, past, -1, 0) == -1)
+           ? -1 : 0;
 
   spb = l->block_size / sector;
   while (n > 0) {
@@ -542,7 +555,7 @@ walk_layers (struct walk *w, unsigned k, uint64_t vsec, uint32_t n,
     vsec += m;
     n -= m;
   }
-  return 0;
+  return past ? emit (out, sector, vsec - base, past, -1, 0) : 0;
 }
 
 static int
@@ -566,7 +579,8 @@ parents_hold_anything (const struct vhd_chain *c, uint64_t vsec, uint32_t n)
 
     if (l->flat)
       return true;
-    for (b = vsec / spb; b <= (vsec + n - 1) / spb; b++) {
+    /* Past a smaller parent's end: zeros (walk_layers). */
+    for (b = vsec / spb; b <= (vsec + n - 1) / spb && b < l->n_blocks; b++) {
       struct block_map map;
       /* An error counts as data: the fill that follows reports it. */
       if (l->ops->lookup (l, b, &map) == -1 ||

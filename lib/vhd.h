@@ -407,5 +407,29 @@ struct vhd_fragmentation {
 };
 int vhd_layer_fragmentation (struct vhd_layer *l,
                              struct vhd_fragmentation *out);
+struct vhd_resize_params {
+  bool to_minimum;              /* ignore size: shrink to the minimum
+                                   size (VHDX) */
+  vhd_step_fn step;
+  void *opaque;
+};
+
+/* Resize-VHD: make FILE's virtual disk size bytes (a multiple of the
+ * logical sector).  Grows fixed and dynamic VHD and VHDX files and
+ * differencing VHDX files (new space reads as zeros); shrinks fixed
+ * and dynamic VHDX files down to their minimum size (no data is ever
+ * cut).  Refuses to shrink a VHD and to resize a differencing VHD.
+ * Offline: FILE is opened writable and locked exclusively.  A file
+ * other disks use as their parent no longer fits them afterwards.
+ * Crash-safe and finished by running it again: see lib/resize.c. */
+int vhd_resize (const char *file, uint64_t size,
+                const struct vhd_resize_params *p);
+
+/* The smallest size layer l can be shrunk to without cutting data: the
+ * end of its last logical sector holding non-zero data (not Hyper-V's
+ * partition-based MinimumSize; see vhdtool(1)).  VHDX only (-1 with
+ * errno ENOTSUP otherwise, no message); a differencing VHDX cannot
+ * shrink: its minimum is its size. */
+int vhd_layer_minimum_size (struct vhd_layer *l, uint64_t *out);
 
 #endif /* VHD_H */

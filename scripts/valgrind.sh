@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Run the C unit tests and a set of vhdtool commands (create, info,
-# check, map, convert, merge, set-parent) on small files under
+# check, map, convert, merge, set-parent, resize) on small files under
 #   valgrind --error-exitcode=1 --leak-check=full
 # against the in-tree build (scripts/build.sh first).  Prints one line
 # per command and "N passed, N failed"; non-zero if any run reported a
@@ -84,6 +84,13 @@ vg "merge VHDX" 0 "$V" merge --into xbase.vhdx xgchild.avhdx
 vg "compact VHD" 0 "$V" compact flat.vhd
 vg "compact VHDX" 0 "$V" compact xbase.vhdx
 vg "compact fixed (refused)" 1 "$V" compact fixed.vhd
+# resize: VHD grow (the BAT grown, blocks moved), VHDX grow and shrink
+# (one log session), the minimum size; a refused shrink.
+vg "resize VHD (grow, blocks moved)" 0 "$V" resize conv.vhd 600M
+vg "resize VHD shrink (refused)" 1 "$V" resize conv.vhd 1M
+vg "resize VHDX (grow)" 0 "$V" resize xconv.vhdx 2G
+vg "resize VHDX --to-minimum" 0 "$V" resize --to-minimum xconv.vhdx
+vg "info VHDX (minimum size)" 0 "$V" info xconv.vhdx
 head -c 4096 /dev/urandom > junk.vhd
 vg "check of junk (exit 2)" 2 "$V" check junk.vhd
 vg "info of junk (fails)" 1 "$V" info junk.vhd

@@ -43,7 +43,7 @@ touch a.vhd B.VHD c.avhd d.raw
 
 offers "vhdtool cr<TAB> gives create" "create" vhdtool cr
 offers "vhdtool <TAB> lists the commands" \
-  "check compact convert create help info map merge scan set-parent" vhdtool ""
+  "check compact convert create help info map merge resize scan set-parent" vhdtool ""
 offers "vhdtool --v<TAB> gives --version" "--version" vhdtool --v
 offers "convert -t <TAB>: fixed dynamic raw" "dynamic fixed raw" \
   vhdtool convert -t ""
@@ -71,6 +71,9 @@ offers "convert FILE OUTPUT <TAB>: nothing more" "" \
 offers "set-parent FILE <TAB>: PARENT, a VHD file" "B.VHD a.vhd c.avhd sub" \
   vhdtool set-parent a.vhd ""
 offers "create FILE <TAB>: SIZE, nothing offered" "" vhdtool create a.vhd ""
+offers "resize <TAB>: FILE, a VHD file" "B.VHD a.vhd c.avhd sub" \
+  vhdtool resize ""
+offers "resize FILE <TAB>: SIZE, nothing offered" "" vhdtool resize a.vhd ""
 offers "create --block-size <TAB>: nothing offered" "" \
   vhdtool create --block-size ""
 offers "map --c<TAB> gives --cache-size --confine-parents" \
@@ -99,7 +102,7 @@ offers "info vx/<TAB>: VHDX and AVHDX files too" "vx/d.vhdx vx/e.AVHDX" \
   vhdtool info vx/
 
 # Every command's long options, against its own --help.
-for cmd in create info check map merge compact convert set-parent scan; do
+for cmd in create info check map merge compact convert set-parent resize scan; do
   want=$( { "$VHDTOOL" "$cmd" --help | grep -o -- '--[a-z][a-z-]*'
             echo --help; } | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
   got=$(comp vhdtool "$cmd" -- | tr ' ' '\n' | grep -- '^--' | tr '\n' ' ' |

@@ -40,6 +40,9 @@ struct facts {
   char size_h[32], alloc_h[32];
   struct vhd_fragmentation frag;  /* see vhd_layer_fragmentation */
   bool frag_known;
+  bool has_min;                 /* VHDX: the minimum size resize takes */
+  uint64_t min;
+  char min_h[32];
 };
 
 static bool
@@ -58,6 +61,9 @@ gather (struct vhd_layer *l, struct facts *x)
   human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
   x->frag_known = x->i.allocated_known &&
                   vhd_layer_fragmentation (l, &x->frag) == 0;
+  x->has_min = vhd_layer_minimum_size (l, &x->min) == 0;
+  if (x->has_min)
+    human_size (x->min, x->min_h, sizeof x->min_h);
   if (x->i.type == VHD_TYPE_DIFF && !is_vhdx (&x->i))
     format_time (x->i.parent_time, x->parent_time, sizeof x->parent_time);
 }
@@ -123,6 +129,8 @@ print_text (const struct facts *x, const struct vhd_chain *c,
     printf ("fragmentation:     %.0f%% (%" PRIu64 " of %" PRIu64
             " allocated blocks out of place)\n", x->frag.percent,
             x->frag.fragmented_blocks, x->frag.allocated_blocks);
+  if (x->has_min)
+    printf ("minimum size:      %" PRIu64 " (%s)\n", x->min, x->min_h);
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
   if (f->quirks) {
@@ -202,6 +210,8 @@ print_json (const struct facts *x, const struct vhd_chain *c,
   printf ("  \"file-size\": %" PRIu64 ",\n", f->file_size);
   if (x->frag_known)
     printf ("  \"fragmentation-percentage\": %.1f,\n", x->frag.percent);
+  if (x->has_min)
+    printf ("  \"minimum-size\": %" PRIu64 ",\n", x->min);
   if (!is_vhdx (f))
     printf ("  \"footer-from-copy\": %s,\n",
             f->footer_from_copy ? "true" : "false");

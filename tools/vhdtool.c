@@ -22,6 +22,7 @@ static const struct command {
     "differencing disk" },
   { "convert", cmd_convert, "flatten a chain into a new standalone disk" },
   { "set-parent", cmd_set_parent, "point a differencing disk at its parent" },
+  { "resize", cmd_resize, "grow a VHD or VHDX, shrink a VHDX (Resize-VHD)" },
   { "scan", cmd_scan, "find the trees of disks in folders, check their links" },
 };
 
@@ -49,6 +50,7 @@ usage (FILE *fp)
            "  vhdtool convert [-t fixed|dynamic|raw] [-p] [--parent FILE]...\n"
            "                  [--parent-dir DIR]... FILE OUTPUT\n"
            "  vhdtool set-parent [--ignore-id-mismatch] FILE PARENT\n"
+           "  vhdtool resize FILE SIZE | --to-minimum FILE\n"
            "  vhdtool scan [--json] [-r] [--fix-locators] DIR|FILE...\n"
            "\n"
            "Run '%s COMMAND --help' for a command's options; see vhdtool(1).\n"

@@ -25,6 +25,7 @@ int cmd_compact (int argc, char **argv);
 int cmd_convert (int argc, char **argv);
 int cmd_set_parent (int argc, char **argv);
 int cmd_scan (int argc, char **argv);
+int cmd_resize (int argc, char **argv);
 
 /* util.c */
 extern const char *progname;

@@ -204,4 +204,5 @@ const struct layer_ops vhd_format_ops = {
   .format_id = vhd_uuid_format,
   .new_image = vhd_new_image,
   .describe = vhd_describe,
+  .resize = vhd_resize_layer,
 };

@@ -235,6 +235,10 @@ uint8_t *vhd_locator_encode (uint32_t code, const char *child_dir,
 int vhd_reparent (struct vhd_file *child, const struct vhd_file *parent,
                   vhd_step_fn step, void *opaque);
 
+/* resize.c: layer_ops.resize (grow only; the rules are resize.c's). */
+int vhd_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
+                      void *opaque);
+
 /* The footer to write at EOF: the one in use, with a correct checksum. */
 void vhd_file_footer_bytes (const struct vhd_file *f,
                             uint8_t buf[VHD_FOOTER_SIZE]);

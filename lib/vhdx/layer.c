@@ -362,4 +362,6 @@ const struct layer_ops vhdx_format_ops = {
   .format_id = vhdx_guid_format,
   .new_image = vhdx_new_image,
   .describe = vhdx_describe,
+  .resize = vhdx_resize_layer,
+  .minimum_size = vhdx_minimum_size,
 };
