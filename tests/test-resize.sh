@@ -322,6 +322,30 @@ kills () {
   done
 }
 
+# A qemu-made VHD (creator 'qemu': its readers size it by the CHS
+# geometry): grown to a size no geometry expresses, it warns and names
+# the size those readers show; vhdtool info and qemu-img agree on it.
+if [ -n "$have_qemu" ]; then
+  qemu-img create -q -f vpc -o subformat=dynamic q.vhd 100M
+  if "$VHDTOOL" resize q.vhd 1000000000 > "$tmp/.out" 2>&1 &&
+     grep -q "creator ('qemu') sizes disks by CHS geometry" "$tmp/.out"; then
+    pass "qemu-made VHD grown to 1000000000 bytes: a warning about its geometry"
+  else
+    fail "qemu-made VHD grown to 1000000000 bytes: a warning about its geometry"
+    diag_file "$tmp/.out"
+  fi
+  g=$(sed -n 's/.* show \([0-9]*\) bytes, the geometry.*/\1/p' "$tmp/.out")
+  check "... the size it names ($g) is what vhdtool info shows" \
+    sh -c "[ -n '$g' ] && [ '$g' -lt 1000000000 ] && \"$VHDTOOL\" info --json q.vhd | grep -q '\"virtual-size\": $g,'"
+  check "... and what qemu-img info shows" \
+    sh -c "qemu-img info -f vpc q.vhd | grep -q 'virtual size.*($g bytes)'"
+  "$VHDTOOL" create -t dynamic own.vhd 100M > /dev/null
+  "$VHDTOOL" resize own.vhd 1000000000 > "$tmp/.out" 2>&1
+  check "a VHD of ours grown the same way: no warning, info shows 1000000000" \
+    sh -c "! grep -q geometry '$tmp/.out' && \"$VHDTOOL\" info --json own.vhd | grep -q '\"virtual-size\": 1000000000,'"
+  rm -f q.vhd own.vhd
+fi
+
 "$VHDTOOL" create -t fixed kf.vhd 8M > /dev/null
 put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \
@@ -339,11 +363,11 @@ kills "4K-block dynamic VHD grow" small-orig.vhd 8M m512k.raw m8m.raw \
 "$VHDTOOL" create -t dynamic kd.vhdx 40M > /dev/null
 put kd.vhdx m40.raw
 kills "dynamic VHDX grow" kd.vhdx 300M m40.raw m300.raw \
-  tail-zeroed log-begun size-logged log-ended
+  log-begun tail-zeroed size-logged log-ended
 "$VHDTOOL" create -t fixed kx.vhdx 40M > /dev/null
 put kx.vhdx m40.raw
 kills "fixed VHDX grow" kx.vhdx 300M m40.raw m300.raw \
-  space-added tail-zeroed log-begun size-logged log-ended
+  log-begun space-added tail-zeroed size-logged log-ended
 "$VHDTOOL" resize kx.vhdx 300M
 kills "fixed VHDX shrink" kx.vhdx 50M m300.raw m50.raw \
   log-begun size-logged log-ended truncated

@@ -223,6 +223,16 @@ find_creator (const char app[4])
   return NULL;
 }
 
+bool
+vhd_quirk_creator_uses_geometry (const struct vhd_footer *ft)
+{
+  const struct creator *cr = find_creator (ft->creator_app);
+
+  return cr && cr->geometry &&
+         (uint64_t) ft->cylinders * ft->heads * ft->sectors_per_track !=
+           VHD_MAX_GEOMETRY;
+}
+
 void
 vhd_quirk_disk_size (struct vhd_file *f, const struct vhd_open_options *opts)
 {

@@ -354,11 +354,38 @@ grow_dynamic (struct vhd_file *f, uint64_t size, vhd_step_fn step,
   return 0;
 }
 
+/* The footer records size as the current size, but the CHS geometry
+ * of size may fall short of it (a geometry cannot express every size);
+ * a file whose creator sizes disks by geometry (Virtual PC, qemu) is
+ * then read at the geometry's size by those programs and by default by
+ * ours: say so, rather than let the user find a disk smaller than
+ * asked. */
+static void
+warn_geometry (const struct vhd_file *f, uint64_t size)
+{
+  uint16_t c;
+  uint8_t h, s;
+  uint64_t g;
+
+  if (!vhd_quirk_creator_uses_geometry (&f->footer))
+    return;
+  vhd_chs (size, &c, &h, &s);
+  g = (uint64_t) c * h * s * VHD_SECTOR;
+  if (g != size)
+    vhd_warning ("%s: resized to %" PRIu64 " bytes, but its creator "
+                 "('%.4s') sizes disks by CHS geometry: qemu, Virtual PC "
+                 "and the plugin and vhdtool (by default) show %" PRIu64
+                 " bytes, the geometry %u/%u/%u; disk-size=current shows "
+                 "all of it", f->l.path, size, f->footer.creator_app, g,
+                 c, h, s);
+}
+
 int
 vhd_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
                   void *opaque)
 {
   struct vhd_file *f = vhd_file (l);
+  int r;
 
   if (size < l->size || f->type == VHD_TYPE_DIFF) {
     /* resize.c refuses these with the reason; never reached. */
@@ -373,7 +400,11 @@ vhd_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
       errno = EINVAL;
       return -1;
     }
-    return grow_fixed (f, size, step, opaque);
+    r = grow_fixed (f, size, step, opaque);
   }
-  return grow_dynamic (f, size, step, opaque);
+  else
+    r = grow_dynamic (f, size, step, opaque);
+  if (r == 0)
+    warn_geometry (f, size);
+  return r;
 }

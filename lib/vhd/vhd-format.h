@@ -252,6 +252,10 @@ int vhd_new_image (int fd, const char *path,
  * current size, which is all the file's structures cover. */
 void vhd_quirk_disk_size (struct vhd_file *f,
                           const struct vhd_open_options *opts);
+/* quirks.c: whether the default size rule serves a file with footer ft
+ * at its CHS geometry's size (its creator sizes disks so: 'vpc ',
+ * 'qemu'; the maximum geometry excepted), for resize's warning. */
+bool vhd_quirk_creator_uses_geometry (const struct vhd_footer *ft);
 
 
 #endif /* VHD_FORMAT_H */

@@ -20,19 +20,20 @@
  * CRASH SAFETY.  Steps (named for the kill test, each durable before
  * the next):
  *   0. A pending log is replayed into the file first (logwrite.c).
- *   1. "space-added" (fixed grow): the file is extended for the new
+ *   1. "log-begun": vhdx_log_begin: a new FileWriteGuid (before any
+ *      other write of the session, as MS-VHDX wants: (2) and (3) write
+ *      too) and a new DataWriteGuid (a resize is a user-visible change:
+ *      MS-VHDX 2.2.2; children of this file are orphaned, as they would
+ *      be by Hyper-V).  Still the old disk.
+ *   2. "space-added" (fixed grow): the file is extended for the new
  *      blocks, at the first MiB past every referenced structure, and
  *      synced.  Unreferenced space: still the old disk.  A re-run puts
  *      them at the same place (space past every referenced structure
  *      is never in use), so an interrupted attempt leaks nothing.
- *   2. "tail-zeroed" (grow): bytes of the old last block past the old
+ *   3. "tail-zeroed" (grow): bytes of the old last block past the old
  *      size, if that block is allocated, are zeroed and synced: they
  *      are past the old disk's end (invisible), and must read as zeros
  *      in the new one.
- *   3. "log-begun": vhdx_log_begin: a new FileWriteGuid and a new
- *      DataWriteGuid (a resize is a user-visible change: MS-VHDX 2.2.2;
- *      children of this file are orphaned, as they would be by
- *      Hyper-V).  Still the old disk.
  *   4. "size-logged": the BAT pages and the metadata page holding the
  *      size, through the log (vhdx_log_pages): each entry durable before
  *      its pages are written in place.  They may take several entries,
@@ -355,6 +356,10 @@ vhdx_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
     vhd_error ("%s: %m", l->path);
     return -1;
   }
+  vhdx_guid_new (data_write);
+  if (vhdx_log_begin (f, data_write) == -1)
+    goto out;
+  step_at (step, opaque, "log-begun");
   if (size > l->size) {
     uint64_t grown = (size + f->block_size - 1) / f->block_size - l->n_blocks;
     if (f->leave_allocated && grown > 0) {
@@ -376,10 +381,6 @@ vhdx_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
         bat_pages (f, want, old, 0, p, &n) == -1)
       goto out;
   }
-  vhdx_guid_new (data_write);
-  if (vhdx_log_begin (f, data_write) == -1)
-    goto out;
-  step_at (step, opaque, "log-begun");
   if (vhdx_log_pages (f, p, n) == -1)
     goto out;
   step_at (step, opaque, "size-logged");
