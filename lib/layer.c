@@ -158,6 +158,9 @@ vhd_layer_open_file (struct vhd_layer *l, const char *path, bool writable,
   l->dev = st.st_dev;
   l->ino = st.st_ino;
   l->file_size = end;
+  l->opened_mtime = st.st_mtim;
+  l->opened_ctime = st.st_ctim;
+  l->opened_size = st.st_size;
   return 0;
 }
 

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "util.h"
 #include "vhd.h"
@@ -35,6 +36,11 @@ struct vhd_layer {
   dev_t dev;
   ino_t ino;
   uint64_t file_size;
+  /* The file as it was when opened, before anything was parsed: lock.c
+   * refuses a lock taken on a file that changed since (a writer that
+   * finished between the parse and the lock). */
+  struct timespec opened_mtime, opened_ctime;
+  off_t opened_size;
 
   uint64_t size;                /* size the file records (its structures
                                    cover it): chains match on it */

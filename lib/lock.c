@@ -192,6 +192,37 @@ lock_failed (const struct vhd_layer *f, bool exclusive, int err)
   return -1;
 }
 
+/* The file is locked after it was parsed (every opener validates it
+ * first).  A writer that finished in between, unseen by the lock, left
+ * us a stale picture of its tables: compact or resize would then work
+ * from it and undo the writer's commit.  Its writes changed the file's
+ * modification or change time or its size since the open (fstat before
+ * the parse): refuse, and the user runs the command again.  (Time
+ * stamps are coarse, a tick of a few ms: two writes of the other
+ * program straddling our open within one tick, then its exit before
+ * our lock, would go unseen.) */
+static int
+unchanged_since_open (const struct vhd_layer *f)
+{
+  struct stat st;
+
+  if (fstat (f->fd, &st) == -1) {
+    vhd_error ("%s: %m", f->path);
+    return -1;
+  }
+  if (st.st_size != f->opened_size ||
+      st.st_mtim.tv_sec != f->opened_mtime.tv_sec ||
+      st.st_mtim.tv_nsec != f->opened_mtime.tv_nsec ||
+      st.st_ctim.tv_sec != f->opened_ctime.tv_sec ||
+      st.st_ctim.tv_nsec != f->opened_ctime.tv_nsec) {
+    vhd_error ("%s: file is in use: another process changed it while it "
+               "was being opened; try again once it has finished", f->path);
+    errno = EBUSY;
+    return -1;
+  }
+  return 0;
+}
+
 int
 vhd_lock_file (struct vhd_layer *f, bool exclusive)
 {
@@ -199,7 +230,7 @@ vhd_lock_file (struct vhd_layer *f, bool exclusive)
     return lock_failed (f, true, errno);
   if (flock (f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == -1)
     return lock_failed (f, exclusive, errno);
-  return 0;
+  return unchanged_since_open (f);
 }
 
 int

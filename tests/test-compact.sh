@@ -154,6 +154,33 @@ else
   skip "strace not installed"
 fi
 
+# A writer that finishes while compact is parsing the file, between its
+# open and its lock (strace delays the lock by 3 s): compact refuses,
+# and the other program's write is kept (before, compact went on from
+# the stale BAT and cut the new block off).  Block 10 was unallocated.
+if command -v strace > /dev/null && command -v qemu-io > /dev/null; then
+  cp "$d/dyn.pristine" "$d/race.vhd"
+  strace -f -o /dev/null -e inject=flock:delay_enter=3000000 \
+    "$VHDTOOL" compact "$d/race.vhd" > "$d/race.out" 2>&1 &
+  pid=$!
+  sleep 1
+  qemu-io -f vpc -c "write -P 0x22 $((10 * B)) $B" "$d/race.vhd" > /dev/null
+  wait $pid; st=$?
+  check "a file written while compact opened it: refused (exit $st)" test $st -eq 1
+  check "... saying another process changed it" \
+    grep -q "another process changed it while it was being opened" "$d/race.out"
+  qemu-img convert -O raw "$d/race.vhd" "$d/race.raw"
+  check "... the other program's write kept" $PY -c '
+import sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]))
+    assert f.read(int(sys.argv[3])) == b"\x22" * int(sys.argv[3])' \
+    "$d/race.raw" $((10 * B)) $B
+  rm -f "$d/race.vhd" "$d/race.raw"
+else
+  skip "strace or qemu-io not installed"
+fi
+
 # ------------------------------------------------------------ dynamic VHDX
 for ls in 512 4096; do
   cat > "$d/dx$ls.json" <<EOF
