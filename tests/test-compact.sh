@@ -279,6 +279,24 @@ assert b == {0: \"zero\", 2: \"partially_present\", 5: \"partially_present\", 6:
   check "differencing VHDX ($ls): packed to 11 MiB" test "$(size_of "$d/dxd$ls/c.vhdx")" -eq $((11 * M))
 done
 dxd_after=$(size_of "$d/dxd512/c.vhdx")
+# Its sector bitmap block's entry in state 7 instead of 6 (tolerated:
+# every reader dereferences it): it is still the chunk's bitmaps, moved
+# as one, never a free slot for another block.  (BAT at 3 MiB; with
+# 2 MiB blocks and 512-byte sectors, chunk 0's entry is number 2048.)
+cp "$d/dxd512.pristine" "$d/dxd512/sb7.vhdx"
+$PY -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(3 * 1048576 + 2048 * 8)
+    e = struct.unpack("<Q", f.read(8))[0]
+    assert e & 7 == 6 and e >> 20, hex(e)
+    f.seek(3 * 1048576 + 2048 * 8)
+    f.write(struct.pack("<Q", e | 7))' "$d/dxd512/sb7.vhdx"
+same_view "differencing VHDX, bitmap entry in state 7: read as before" "$d/dxd512/expected.raw" "$d/dxd512/sb7.vhdx"
+compact_ok "differencing VHDX, bitmap entry in state 7" "$d/dxd512/sb7.vhdx" 4 '[0-9]+'
+same_view "differencing VHDX, bitmap entry in state 7: the same disk after" "$d/dxd512/expected.raw" "$d/dxd512/sb7.vhdx"
+vhdtool_check_clean "differencing VHDX, bitmap entry in state 7" "$d/dxd512/sb7.vhdx"
+rm -f "$d/dxd512/sb7.vhdx"
 
 # A compacted VHDX parent keeps its DataWriteGuid: its child still opens.
 cat > "$d/pc.json" <<EOF

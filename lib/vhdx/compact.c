@@ -100,7 +100,7 @@ vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out)
     if (vhdx_bat_entry (f, i, &e) == -1)
       goto err;
     s = VHDX_BAT_STATE (e);
-    if (is_sb (f, i) ? s != VHDX_SB_PRESENT
+    if (is_sb (f, i) ? !VHDX_SB_HELD (e)
                      : s != VHDX_FULLY_PRESENT && s != VHDX_PARTIALLY_PRESENT)
       continue;
     if (add (out, &cap, VHDX_BAT_OFFSET (e),

@@ -54,6 +54,10 @@ enum vhdx_state {
 #define VHDX_BAT_STATE(e) ((unsigned) ((e) & 7))
 #define VHDX_BAT_RESERVED(e) (((e) >> 3) & 0x1FFFF)
 #define VHDX_BAT_OFFSET(e) ((e) & ~UINT64_C (0xFFFFF))
+/* A sector bitmap entry holds a block: SB_PRESENT, or 7, which some
+ * writers use and the BAT check accepts (bat.c) and every reader
+ * (layer.c) dereferences alike.  Writers and compaction must agree. */
+#define VHDX_SB_HELD(e) (VHDX_BAT_STATE (e) != VHDX_SB_NOT_PRESENT)
 
 /* Little-endian fields. */
 static inline uint16_t le16 (const uint8_t *p)

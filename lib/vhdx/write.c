@@ -194,7 +194,7 @@ add_bitmap_block (struct vhdx_file *f, uint64_t chunk)
     return -1;
   if (vhdx_bat_entry (f, i, &e) == -1)
     return -1;
-  if (VHDX_BAT_STATE (e) == VHDX_SB_PRESENT)
+  if (VHDX_SB_HELD (e))
     return 0;                   /* another writer made it meanwhile */
   p = malloc (sizeof *p);
   if (p == NULL) {
@@ -377,7 +377,7 @@ put_bits (struct vhdx_file *f, struct sb_pages *s, uint32_t blk,
 
   if (vhdx_bat_entry (f, vhdx_sb_index (f, chunk), &e) == -1)
     return -1;
-  if (VHDX_BAT_STATE (e) != VHDX_SB_PRESENT) {    /* step 3 made it */
+  if (!VHDX_SB_HELD (e)) {     /* step 3 made it */
     vhd_error ("%s: internal error: block %u has no sector bitmap block",
                f->l.path, blk);
     errno = EIO;
