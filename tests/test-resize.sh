@@ -323,22 +323,38 @@ kills () {
 }
 
 # A qemu-made VHD (creator 'qemu': its readers size it by the CHS
-# geometry): grown to a size no geometry expresses, it warns and names
-# the size those readers show; vhdtool info and qemu-img agree on it.
+# geometry) grows to the smallest geometry covering the size asked, as
+# qemu-img sizes such files, with a warning naming it; vhdtool info and
+# qemu-img agree on it.  35616768 bytes is geometry 1023/4/17, and the
+# specification's geometry for 35651584 shows fewer sectors than that:
+# taken as is, the "grow" would have cut the disk's last sectors.
 if [ -n "$have_qemu" ]; then
-  qemu-img create -q -f vpc -o subformat=dynamic q.vhd 100M
-  if "$VHDTOOL" resize q.vhd 1000000000 > "$tmp/.out" 2>&1 &&
-     grep -q "creator ('qemu') sizes disks by CHS geometry" "$tmp/.out"; then
-    pass "qemu-made VHD grown to 1000000000 bytes: a warning about its geometry"
-  else
-    fail "qemu-made VHD grown to 1000000000 bytes: a warning about its geometry"
-    diag_file "$tmp/.out"
-  fi
-  g=$(sed -n 's/.* show \([0-9]*\) bytes, the geometry.*/\1/p' "$tmp/.out")
-  check "... the size it names ($g) is what vhdtool info shows" \
-    sh -c "[ -n '$g' ] && [ '$g' -lt 1000000000 ] && \"$VHDTOOL\" info --json q.vhd | grep -q '\"virtual-size\": $g,'"
-  check "... and what qemu-img info shows" \
-    sh -c "qemu-img info -f vpc q.vhd | grep -q 'virtual size.*($g bytes)'"
+  qemu-img create -q -f vpc -o subformat=dynamic q.vhd 35616768
+  qemu-io -f vpc -c "write -P 0xab 35551232 65536" q.vhd > /dev/null
+  for want in 35651584 1000000000; do
+    if "$VHDTOOL" resize q.vhd $want > "$tmp/.out" 2>&1 &&
+       grep -q "creator ('qemu') sizes disks by CHS geometry: rounded up to" "$tmp/.out"; then
+      pass "qemu-made VHD grown to $want bytes: rounded up to a geometry, said"
+    else
+      fail "qemu-made VHD grown to $want bytes: rounded up to a geometry, said"
+      diag_file "$tmp/.out"
+    fi
+    g=$(sed -n 's/.*rounded up to \([0-9]*\) bytes.*/\1/p' "$tmp/.out")
+    check "... to $g bytes (not less than asked), what vhdtool info shows" \
+      sh -c "[ -n '$g' ] && [ '$g' -ge $want ] && \"$VHDTOOL\" info --json q.vhd | grep -q '\"virtual-size\": $g,'"
+    check "... and what qemu-img info shows" \
+      sh -c "qemu-img info -f vpc q.vhd | grep -q 'virtual size.*($g bytes)'"
+    rm -f "$tmp/.q.raw"
+    "$VHDTOOL" convert -t raw q.vhd "$tmp/.q.raw" > /dev/null 2>&1
+    check "... the data at the old end kept (vhdtool)" /usr/bin/python3 -c '
+import sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(35551232)
+    assert f.read(65536) == b"\xab" * 65536' "$tmp/.q.raw"
+    rm -f "$tmp/.q.raw"
+    check "... and qemu-io agrees" \
+      sh -c "! qemu-io -f vpc -c 'read -P 0xab 35551232 65536' q.vhd | grep -q 'verification failed'"
+  done
   "$VHDTOOL" create -t dynamic own.vhd 100M > /dev/null
   "$VHDTOOL" resize own.vhd 1000000000 > "$tmp/.out" 2>&1
   check "a VHD of ours grown the same way: no warning, info shows 1000000000" \

@@ -210,7 +210,6 @@ static const struct creator creators[] = {
   { "wa\0\0", false, "creator 'wa': Azure uses current size" },
 };
 
-#define VHD_MAX_GEOMETRY (65535ULL * 16 * 255)
 
 static const struct creator *
 find_creator (const char app[4])

@@ -354,30 +354,41 @@ grow_dynamic (struct vhd_file *f, uint64_t size, vhd_step_fn step,
   return 0;
 }
 
-/* The footer records size as the current size, but the CHS geometry
- * of size may fall short of it (a geometry cannot express every size);
- * a file whose creator sizes disks by geometry (Virtual PC, qemu) is
- * then read at the geometry's size by those programs and by default by
- * ours: say so, rather than let the user find a disk smaller than
- * asked. */
-static void
-warn_geometry (const struct vhd_file *f, uint64_t size)
+/* A file whose creator sizes disks by the CHS geometry (Virtual PC,
+ * qemu: their readers, and ours by default, show C*H*S sectors) gets
+ * the smallest geometry that covers size, and that geometry's size as
+ * its current size, as qemu-img sizes such files: the disk shown is
+ * never smaller than asked (a geometry of the exact size may not
+ * exist, and the geometry the specification's algorithm gives for a
+ * size may show fewer sectors than the old one did: data cut).  Other
+ * files: size itself. */
+static uint64_t
+size_for_creator (const struct vhd_file *f, uint64_t size)
 {
+  uint64_t want = size / VHD_SECTOR, i;
   uint16_t c;
   uint8_t h, s;
-  uint64_t g;
 
-  if (!vhd_quirk_creator_uses_geometry (&f->footer))
-    return;
-  vhd_chs (size, &c, &h, &s);
-  g = (uint64_t) c * h * s * VHD_SECTOR;
-  if (g != size)
-    vhd_warning ("%s: resized to %" PRIu64 " bytes, but its creator "
-                 "('%.4s') sizes disks by CHS geometry: qemu, Virtual PC "
-                 "and the plugin and vhdtool (by default) show %" PRIu64
-                 " bytes, the geometry %u/%u/%u; disk-size=current shows "
-                 "all of it", f->l.path, size, f->footer.creator_app, g,
-                 c, h, s);
+  if (!vhd_quirk_creator_uses_geometry (&f->footer) ||
+      want >= VHD_MAX_GEOMETRY)
+    return size;
+  /* The geometry grows with the size asked, so the first few hundred
+   * sizes up cover it (qemu-img searches the same way). */
+  for (i = 0; i < 65536; i++) {
+    uint64_t got;
+
+    vhd_chs ((want + i) * VHD_SECTOR, &c, &h, &s);
+    got = (uint64_t) c * h * s;
+    if (got >= want && got < VHD_MAX_GEOMETRY) {
+      if (got != want)
+        vhd_warning ("%s: its creator ('%.4s') sizes disks by CHS "
+                     "geometry: rounded up to %" PRIu64 " bytes, the "
+                     "geometry %u/%u/%u", f->l.path, f->footer.creator_app,
+                     got * VHD_SECTOR, c, h, s);
+      return got * VHD_SECTOR;
+    }
+  }
+  return size;
 }
 
 int
@@ -393,6 +404,7 @@ vhd_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
     errno = EINVAL;
     return -1;
   }
+  size = size_for_creator (f, size);
   if (f->type == VHD_TYPE_FIXED) {
     if (size > VHD_MAX_SIZE) {
       vhd_error ("%s: cannot grow to %" PRIu64 " bytes: a VHD holds at "
@@ -404,7 +416,5 @@ vhd_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
   }
   else
     r = grow_dynamic (f, size, step, opaque);
-  if (r == 0)
-    warn_geometry (f, size);
   return r;
 }

@@ -81,6 +81,9 @@ void vhd_header_encode (struct vhd_header *h, uint8_t buf[VHD_HEADER_SIZE]);
 
 /* CHS geometry by the algorithm of the VHD specification's appendix. */
 void vhd_chs (uint64_t size, uint16_t *cyl, uint8_t *heads, uint8_t *spt);
+/* Sectors of the largest CHS geometry, 65535/16/255: readers take it to
+ * mean "the current size" (quirks.c). */
+#define VHD_MAX_GEOMETRY (65535ULL * 16 * 255)
 
 /* Bytes of sector bitmap in front of each block: one bit per sector,
  * rounded up to a whole sector. */
