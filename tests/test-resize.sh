@@ -362,6 +362,37 @@ with open(sys.argv[1], "rb") as f:
   rm -f q.vhd own.vhd
 fi
 
+# A BAT longer than the disk needs (blktap pre-sizes it; or a tool cut
+# the disk down) whose extra entries hold anything, and bits set past
+# the end in the last block's bitmap: invisible until a grow makes them
+# part of the disk, which must then read zeros there.  3 MiB of 2 MiB
+# blocks: entries 2 and 3 made to point at block 0's data, the header's
+# entry count 4; block 1's bitmap bits for its second MiB set.
+"$VHDTOOL" create -t dynamic -b 2M ob.vhd 3M > /dev/null
+model 3M m3.raw
+put ob.vhd m3.raw
+/usr/bin/python3 -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(512 + 16); bat = struct.unpack(">Q", f.read(8))[0]
+    f.seek(bat); e0, e1 = struct.unpack(">II", f.read(8))
+    assert e0 != 0xFFFFFFFF and e1 != 0xFFFFFFFF
+    f.write(struct.pack(">II", e0, e0))           # entries 2 and 3
+    f.seek(e1 * 512 + 256); f.write(b"\xff" * 256)  # bits of 1-2 MiB
+    f.seek(512); h = bytearray(f.read(1024))
+    struct.pack_into(">I", h, 28, 4)
+    struct.pack_into(">I", h, 36, 0)
+    struct.pack_into(">I", h, 36, ~sum(h) & 0xFFFFFFFF)
+    f.seek(512); f.write(h)' ob.vhd
+check "oversized BAT with stale entries: still reads the old disk" \
+  sh -c "'$VHDTOOL' convert -t raw ob.vhd ob0.raw && cmp ob0.raw m3.raw"
+rm -f ob0.raw
+check "oversized BAT: resize 3M -> 8M" "$VHDTOOL" resize ob.vhd 8M
+grown m3.raw 8M m3to8.raw
+reads "oversized BAT grown to 8M: the old disk, then zeros" ob.vhd m3to8.raw
+vhdtool_check_clean "oversized BAT grown to 8M" ob.vhd
+rm -f ob.vhd m3.raw m3to8.raw
+
 "$VHDTOOL" create -t fixed kf.vhd 8M > /dev/null
 put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \

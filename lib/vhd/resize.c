@@ -46,6 +46,9 @@
  *   3. "header-written": the dynamic header's max_table_entries (and
  *      checksum: both in its first sector, one sector write).  A BAT
  *      larger than the disk needs is legal: still the old disk.
+ *   3b. Entries from the old block count to the new one are made unused
+ *      and the old last block's bitmap bits past the old end cleared
+ *      (clear_new_space): all invisible until the size changes.
  *   4. "footer-written": the footer at EOF gets the new size and
  *      geometry: the new disk (the reader uses the EOF footer; a copy
  *      at 0 that differs is only noted).  New blocks are unused: zeros.
@@ -310,6 +313,77 @@ write_max_entries (struct vhd_file *f, uint32_t n)
   return 0;
 }
 
+/* Before the footer makes them visible (readers look at no entry past
+ * the size, nor at bitmap bits past it): the entries of the blocks the
+ * disk gains, and the bitmap bits of the old last block past the old
+ * end, cleared.  A BAT longer than the disk needed (blktap pre-sizes
+ * it, or a tool shrank the file) may hold anything there, as may the
+ * bits of a file another program wrote: the new space must read as
+ * zeros. */
+static int
+clear_new_space (struct vhd_file *f, uint64_t n)
+{
+  uint32_t old = f->l.n_blocks, tail = f->l.size % f->l.block_size, e;
+  uint8_t s[VHD_SECTOR];
+  uint64_t blk;
+
+  for (blk = old; blk < n; ) {
+    uint64_t sec = f->header.table_offset +
+                   ROUND_DOWN (blk * 4, VHD_SECTOR);
+    bool changed = false;
+
+    if (full_pread (f->l.fd, s, sizeof s, sec) == -1) {
+      vhd_error ("%s: reading the BAT: %m", f->l.path);
+      return -1;
+    }
+    for (; blk < n && f->header.table_offset + blk * 4 < sec + VHD_SECTOR;
+         blk++)
+      if (get_be32 (s + (blk * 4) % VHD_SECTOR) != VHD_BAT_UNUSED) {
+        put_be32 (s + (blk * 4) % VHD_SECTOR, VHD_BAT_UNUSED);
+        changed = true;
+      }
+    if (changed && full_pwrite (f->l.fd, s, sizeof s, sec) == -1) {
+      vhd_error ("%s: writing the BAT: %m", f->l.path);
+      return -1;
+    }
+  }
+  if (tail > 0 && old > 0) {
+    uint8_t *bm;
+    uint32_t k, first = tail / VHD_SECTOR;
+    bool changed = false;
+
+    if (vhd_bat_lookup (f, old - 1, &e) == -1)
+      return -1;
+    if (e != VHD_BAT_UNUSED) {
+      if ((bm = malloc (f->bitmap_bytes)) == NULL) {
+        vhd_error ("%s: %m", f->l.path);
+        return -1;
+      }
+      if (full_pread (f->l.fd, bm, f->bitmap_bytes,
+                      (uint64_t) e * VHD_SECTOR) == -1) {
+        vhd_error ("%s: reading the bitmap of block %u: %m", f->l.path,
+                   old - 1);
+        free (bm);
+        return -1;
+      }
+      for (k = first; k < f->l.block_size / VHD_SECTOR; k++)
+        if (bm[k / 8] & (0x80 >> (k % 8))) {
+          bm[k / 8] &= ~(0x80 >> (k % 8));
+          changed = true;
+        }
+      if (changed && full_pwrite (f->l.fd, bm, f->bitmap_bytes,
+                                  (uint64_t) e * VHD_SECTOR) == -1) {
+        vhd_error ("%s: writing the bitmap of block %u: %m", f->l.path,
+                   old - 1);
+        free (bm);
+        return -1;
+      }
+      free (bm);
+    }
+  }
+  return sync_fd (f);
+}
+
 static int
 grow_dynamic (struct vhd_file *f, uint64_t size, vhd_step_fn step,
               void *opaque)
@@ -330,6 +404,8 @@ grow_dynamic (struct vhd_file *f, uint64_t size, vhd_step_fn step,
       return -1;
     step_at (step, opaque, "header-written");
   }
+  if (clear_new_space (f, n) == -1)
+    return -1;
   /* A footer lost at EOF (a power loss while growing): put it back at
    * the end, as the writer does (alloc.c). */
   if (f->footer_from_copy) {
