@@ -213,11 +213,13 @@ struct layer_ops {
    * checked (a multiple of l->sector_size, shrinking only to at least
    * minimum_size), crash-safe; size == l->size finishes what an
    * interrupted resize left.  minimum_size: the end of the last
-   * logical sector of l holding non-zero data; NULL: the format never
-   * shrinks. */
+   * logical sector of l holding non-zero data, reading at most budget
+   * bytes of data (0: no limit); 1 when the budget ran out, *min then
+   * being where the scan stopped (an upper bound); NULL: the format
+   * never shrinks. */
   int (*resize) (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
                  void *opaque);
-  int (*minimum_size) (struct vhd_layer *l, uint64_t *min);
+  int (*minimum_size) (struct vhd_layer *l, uint64_t budget, uint64_t *min);
 };
 
 extern const struct layer_ops vhd_format_ops;

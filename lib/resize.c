@@ -30,13 +30,13 @@
 #include "internal.h"
 
 int
-vhd_layer_minimum_size (struct vhd_layer *l, uint64_t *out)
+vhd_layer_minimum_size (struct vhd_layer *l, uint64_t budget, uint64_t *out)
 {
   if (l->ops->minimum_size == NULL) {
     errno = ENOTSUP;
     return -1;
   }
-  return l->ops->minimum_size (l, out);
+  return l->ops->minimum_size (l, budget, out);
 }
 
 static int
@@ -80,7 +80,7 @@ check_rules (struct vhd_layer *l, uint64_t size)
     errno = EINVAL;
     return -1;
   }
-  if (l->ops->minimum_size (l, &min) == -1)
+  if (l->ops->minimum_size (l, 0, &min) == -1)
     return -1;
   if (size < min) {
     vhd_error ("%s: cannot shrink to %" PRIu64 " bytes: it holds data up to "
@@ -111,7 +111,7 @@ vhd_resize (const char *file, uint64_t size,
       errno = EINVAL;
       goto out;
     }
-    if (l->ops->minimum_size (l, &size) == -1)
+    if (l->ops->minimum_size (l, 0, &size) == -1)
       goto out;
     if (size == 0)
       size = l->sector_size;   /* an empty disk still has one sector */

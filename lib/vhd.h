@@ -429,7 +429,11 @@ int vhd_resize (const char *file, uint64_t size,
  * end of its last logical sector holding non-zero data (not Hyper-V's
  * partition-based MinimumSize; see vhdtool(1)).  VHDX only (-1 with
  * errno ENOTSUP otherwise, no message); a differencing VHDX cannot
- * shrink: its minimum is its size. */
-int vhd_layer_minimum_size (struct vhd_layer *l, uint64_t *out);
+ * shrink: its minimum is its size.  It reads the data backwards from
+ * the last allocated block, at most budget bytes of it (0: no limit):
+ * 1 when that was not enough, *out then being an upper bound (where
+ * the scan stopped), 0 when exact. */
+int vhd_layer_minimum_size (struct vhd_layer *l, uint64_t budget,
+                            uint64_t *out);
 
 #endif /* VHD_H */

@@ -393,6 +393,31 @@ reads "oversized BAT grown to 8M: the old disk, then zeros" ob.vhd m3to8.raw
 vhdtool_check_clean "oversized BAT grown to 8M" ob.vhd
 rm -f ob.vhd m3.raw m3to8.raw
 
+# info reads at most 256 MiB of data to find the minimum size: a fixed
+# VHDX of 400 MiB whose last 399 MiB hold written zeros (not holes) gets
+# an upper bound, said so; resize --to-minimum reads all it needs.
+"$VHDTOOL" create -t fixed zf.vhdx 400M > /dev/null
+serve zf.vhdx -- "nbdsh -u \"\$uri\" -c 'z = bytes(1 << 20)
+h.pwrite(b\"x\" * 512, 0)
+for i in range(1, 400): h.pwrite(z, i << 20)
+h.flush()'" > "$tmp/.put" 2>&1 || diag_file "$tmp/.put"
+"$VHDTOOL" info --json zf.vhdx > "$tmp/.info" 2>&1
+check "info on 399 MiB of written zeros: the minimum size is a bound" \
+  /usr/bin/python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["minimum-size-exact"] is False, j
+assert 512 <= j["minimum-size"] <= 400 << 20, j' "$tmp/.info"
+check "... said so in text" sh -c "'$VHDTOOL' info zf.vhdx | grep -q '^minimum size: *at most '"
+check "resize --to-minimum finds the exact minimum (512)" "$VHDTOOL" resize --to-minimum zf.vhdx
+"$VHDTOOL" info --json zf.vhdx > "$tmp/.info" 2>&1
+check "... info: 512 bytes, exact" /usr/bin/python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["virtual-size"] == 512 and j["minimum-size"] == 512, j
+assert j["minimum-size-exact"] is True, j' "$tmp/.info"
+rm -f zf.vhdx
+
 "$VHDTOOL" create -t fixed kf.vhd 8M > /dev/null
 put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \

@@ -41,6 +41,7 @@ struct facts {
   struct vhd_fragmentation frag;  /* see vhd_layer_fragmentation */
   bool frag_known;
   bool has_min;                 /* VHDX: the minimum size resize takes */
+  bool min_bound;               /* only an upper bound: see gather */
   uint64_t min;
   char min_h[32];
 };
@@ -51,9 +52,14 @@ is_vhdx (const struct vhd_layer_info *f)
   return strcmp (f->format, "VHDX") == 0;
 }
 
+/* Data info reads at most to find a VHDX's minimum size. */
+#define INFO_MINIMUM_READ (256u << 20)
+
 static void
 gather (struct vhd_layer *l, struct facts *x)
 {
+  int r;
+
   vhd_layer_describe (l, &x->i);
   x->path = vhd_layer_path (l);
   format_time (x->i.created, x->created, sizeof x->created);
@@ -61,7 +67,13 @@ gather (struct vhd_layer *l, struct facts *x)
   human_size (x->i.allocated, x->alloc_h, sizeof x->alloc_h);
   x->frag_known = x->i.allocated_known &&
                   vhd_layer_fragmentation (l, &x->frag) == 0;
-  x->has_min = vhd_layer_minimum_size (l, &x->min) == 0;
+  /* Finding it reads data backwards from the last allocated block: a
+   * preallocated disk whose end holds written zeros would cost a read
+   * of all of it.  info reads at most this much, and past that says
+   * only how large the minimum can be (resize reads all it needs). */
+  r = vhd_layer_minimum_size (l, INFO_MINIMUM_READ, &x->min);
+  x->has_min = r >= 0;
+  x->min_bound = r == 1;
   if (x->has_min)
     human_size (x->min, x->min_h, sizeof x->min_h);
   if (x->i.type == VHD_TYPE_DIFF && !is_vhdx (&x->i))
@@ -130,7 +142,10 @@ print_text (const struct facts *x, const struct vhd_chain *c,
             " allocated blocks out of place)\n", x->frag.percent,
             x->frag.fragmented_blocks, x->frag.allocated_blocks);
   if (x->has_min)
-    printf ("minimum size:      %" PRIu64 " (%s)\n", x->min, x->min_h);
+    printf ("minimum size:      %s%" PRIu64 " (%s)%s\n",
+            x->min_bound ? "at most " : "", x->min, x->min_h,
+            x->min_bound ? ": the exact figure takes reading more of the "
+            "data than info reads (resize --to-minimum does)" : "");
   if (f->footer_from_copy)
     printf ("footer:            missing at end of file, copy at offset 0 used\n");
   if (f->quirks) {
@@ -211,7 +226,9 @@ print_json (const struct facts *x, const struct vhd_chain *c,
   if (x->frag_known)
     printf ("  \"fragmentation-percentage\": %.1f,\n", x->frag.percent);
   if (x->has_min)
-    printf ("  \"minimum-size\": %" PRIu64 ",\n", x->min);
+    printf ("  \"minimum-size\": %" PRIu64 ",\n"
+            "  \"minimum-size-exact\": %s,\n", x->min,
+            x->min_bound ? "false" : "true");
   if (!is_vhdx (f))
     printf ("  \"footer-from-copy\": %s,\n",
             f->footer_from_copy ? "true" : "false");

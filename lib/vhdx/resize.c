@@ -87,10 +87,12 @@ is_payload_index (const struct vhdx_file *f, uint64_t i)
 /* ------------------------------------------------------------ minimum */
 
 /* The end (relative to off) of the last non-zero byte of [off,
- * off+len), 0 if all zero; -1 on error. */
+ * off+len), 0 if all zero; -1 on error.  *left: bytes it may still
+ * read (UINT64_MAX: no limit); once spent, 1 with *end where the scan
+ * stopped (nothing past it is non-zero). */
 static int
 last_nonzero (struct vhdx_file *f, uint8_t *buf, uint64_t off, uint64_t len,
-              uint64_t *end)
+              uint64_t *left, uint64_t *end)
 {
   uint64_t ce = len;
 
@@ -104,6 +106,11 @@ last_nonzero (struct vhdx_file *f, uint8_t *buf, uint64_t off, uint64_t len,
       ce = cs;                  /* a hole: zeros */
       continue;
     }
+    if (*left < ce - cs) {
+      *end = ce;
+      return 1;
+    }
+    *left -= ce - cs;
     if (vhdx_pread (f, buf, ce - cs, off + cs) == -1) {
       vhd_error ("%s: reading offset %" PRIu64 ": %m", f->l.path, off + cs);
       return -1;
@@ -120,13 +127,14 @@ last_nonzero (struct vhdx_file *f, uint8_t *buf, uint64_t off, uint64_t len,
 }
 
 int
-vhdx_minimum_size (struct vhd_layer *l, uint64_t *min)
+vhdx_minimum_size (struct vhd_layer *l, uint64_t budget, uint64_t *min)
 {
   struct vhdx_file *f = vhdx_file (l);
+  uint64_t left = budget ? budget : UINT64_MAX;
   uint8_t *buf;
   uint64_t e, end;
   uint32_t blk;
-  int r = -1;
+  int r = -1, k;
 
   if (f->has_parent) {
     *min = l->size;
@@ -147,12 +155,14 @@ vhdx_minimum_size (struct vhd_layer *l, uint64_t *min)
     s = VHDX_BAT_STATE (e);
     if (s != VHDX_FULLY_PRESENT && s != VHDX_PARTIALLY_PRESENT)
       continue;
-    if (last_nonzero (f, buf, VHDX_BAT_OFFSET (e),
-                      MIN (f->block_size, l->size - start), &end) == -1)
+    k = last_nonzero (f, buf, VHDX_BAT_OFFSET (e),
+                      MIN (f->block_size, l->size - start), &left, &end);
+    if (k == -1)
       goto out;
     if (end > 0) {
       *min = ROUND_UP (start + end, l->sector_size);
-      break;
+      r = k;                    /* 1: a bound, the budget spent */
+      goto out;
     }
   }
   r = 0;

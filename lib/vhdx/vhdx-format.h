@@ -351,7 +351,7 @@ int vhdx_bat_count (struct vhdx_file *f, uint64_t counts[8]);
 /* resize.c: layer_ops.resize and minimum_size. */
 int vhdx_resize_layer (struct vhd_layer *l, uint64_t size, vhd_step_fn step,
                        void *opaque);
-int vhdx_minimum_size (struct vhd_layer *l, uint64_t *min);
+int vhdx_minimum_size (struct vhd_layer *l, uint64_t budget, uint64_t *min);
 
 /* create.c: layer_ops.new_image. */
 int vhdx_new_image (int fd, const char *path,
