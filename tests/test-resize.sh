@@ -418,6 +418,19 @@ assert j["virtual-size"] == 512 and j["minimum-size"] == 512, j
 assert j["minimum-size-exact"] is True, j' "$tmp/.info"
 rm -f zf.vhdx
 
+# Killed between its two footer writes, a resize leaves the copy at
+# offset 0 stale; the next writer makes it the end's again (it is what
+# an opener falls back to when a power loss takes the end's footer).
+"$VHDTOOL" create -t dynamic fc.vhd 8M > /dev/null
+VHDTOOL_TEST_KILL_AT=footer-written "$VHDTOOL" resize fc.vhd 64M > /dev/null 2>&1
+check "killed after the end's footer: the copy at 0 differs" \
+  sh -c "[ \"\$(head -c 512 fc.vhd | md5sum)\" != \"\$(tail -c 512 fc.vhd | md5sum)\" ]"
+model 64M m64.raw
+put_at fc.vhd m64.raw 0 4096
+check "... after a write through the plugin, the copy at 0 is the end's" \
+  sh -c "[ \"\$(head -c 512 fc.vhd | md5sum)\" = \"\$(tail -c 512 fc.vhd | md5sum)\" ]"
+rm -f fc.vhd m64.raw
+
 "$VHDTOOL" create -t fixed kf.vhd 8M > /dev/null
 put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \

@@ -136,6 +136,15 @@ vhd_file_writer_init (struct vhd_layer *l)
     f->footer_from_copy = false;
     vhd_warning ("%s: rewrote the missing footer at end of file", f->l.path);
   }
+  else if (f->footer_copy_differs) {
+    /* The copy at 0 is what the opener falls back to when a power loss
+     * while growing (1) takes the end's footer: it must be the same.
+     * A resize killed between its two footer writes (resize.c), or
+     * tapdisk, leaves it stale. */
+    if (write_footer_at (f, 0) == -1 || fdatasync (f->l.fd) == -1)
+      return -1;
+    f->footer_copy_differs = false;
+  }
   /* Writers need the whole table in memory (publish, commit). */
   if (vhd_bat_load_table (f) == -1)
     return -1;
