@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,26 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
     p += r;
     count -= r;
     offset += r;
+  }
+  return 0;
+}
+
+int
+zero_file_range (int fd, uint64_t offset, uint64_t len)
+{
+  static const uint8_t zeros[65536];
+
+  if (len == 0 ||
+      fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                 len) == 0)
+    return 0;
+  while (len > 0) {
+    size_t n = len < sizeof zeros ? len : sizeof zeros;
+
+    if (full_pwrite (fd, zeros, n, offset) == -1)
+      return -1;
+    offset += n;
+    len -= n;
   }
   return 0;
 }

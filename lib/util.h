@@ -15,6 +15,9 @@
  * they know to be inside the file. */
 int full_pread (int fd, void *buf, size_t count, uint64_t offset);
 int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
+/* Make [offset, offset+len) of fd read as zeros: a hole where the file
+ * system punches one, zeros written otherwise (-1 with errno). */
+int zero_file_range (int fd, uint64_t offset, uint64_t len);
 
 /* Growable arrays.  Make room for n elements of elem_size bytes in the
  * array *array_ptr (any object pointer, NULL when empty) whose capacity

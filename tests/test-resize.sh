@@ -431,6 +431,20 @@ check "... after a write through the plugin, the copy at 0 is the end's" \
   sh -c "[ \"\$(head -c 512 fc.vhd | md5sum)\" = \"\$(tail -c 512 fc.vhd | md5sum)\" ]"
 rm -f fc.vhd m64.raw
 
+# A fixed VHDX whose file goes on past every structure it references
+# (space a preallocating writer left, here holding 0xFF bytes): the
+# blocks a grow puts there read as zeros.
+"$VHDTOOL" create -t fixed pa.vhdx 40M > /dev/null
+model 40M m40p.raw
+put pa.vhdx m40p.raw
+head -c $((8 << 20)) /dev/zero | tr '\0' '\377' >> pa.vhdx
+check "fixed VHDX with 8 MiB of 0xFF past its structures: grow to 48M" \
+  "$VHDTOOL" resize pa.vhdx 48M
+grown m40p.raw 48M m48p.raw
+reads "fixed VHDX grown over preallocated space: the new blocks read zeros" pa.vhdx m48p.raw
+vhdtool_check_clean "fixed VHDX grown over preallocated space" pa.vhdx
+rm -f pa.vhdx m40p.raw m48p.raw
+
 "$VHDTOOL" create -t fixed kf.vhd 8M > /dev/null
 put kf.vhd m8.raw
 kills "fixed VHD grow" kf.vhd 20M m8.raw m20.raw \

@@ -100,26 +100,13 @@ new_footer (const struct vhd_file *f, uint64_t size,
   vhd_footer_encode (&ft, buf);
 }
 
-/* Make [off, off+len) read as zeros: a hole where the file system
- * punches one, zeros written otherwise. */
+/* Make [off, off+len) read as zeros (zero_file_range). */
 static int
 zero_range (struct vhd_file *f, uint64_t off, uint64_t len)
 {
-  static const uint8_t zeros[65536];
-
-  if (len == 0)
-    return 0;
-  if (fallocate (f->l.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 off, len) == 0)
-    return 0;
-  while (len > 0) {
-    size_t n = MIN (len, sizeof zeros);
-    if (full_pwrite (f->l.fd, zeros, n, off) == -1) {
-      vhd_error ("%s: zeroing offset %" PRIu64 ": %m", f->l.path, off);
-      return -1;
-    }
-    off += n;
-    len -= n;
+  if (zero_file_range (f->l.fd, off, len) == -1) {
+    vhd_error ("%s: zeroing offset %" PRIu64 ": %m", f->l.path, off);
+    return -1;
   }
   return 0;
 }

@@ -205,7 +205,15 @@ add_space (struct vhdx_file *f, uint64_t n, uint64_t *at)
   if (used_end (f, f->bat_entries, at) == -1)
     return -1;
   size = *at + n * f->block_size;
-  if (ftruncate (f->l.fd, size) == -1) {
+  /* The file may go on past every referenced structure (space a
+   * preallocating writer left): whatever lies there must read as zeros
+   * in the new blocks. */
+  if (f->l.file_size > *at &&
+      zero_file_range (f->l.fd, *at, MIN (f->l.file_size, size) - *at) == -1) {
+    vhd_error ("%s: zeroing the space for the new blocks: %m", f->l.path);
+    return -1;
+  }
+  if (size > f->l.file_size && ftruncate (f->l.fd, size) == -1) {
     vhd_error ("%s: growing the file to %" PRIu64 " bytes: %m", f->l.path,
                size);
     return -1;
@@ -214,8 +222,9 @@ add_space (struct vhdx_file *f, uint64_t n, uint64_t *at)
     vhd_error ("%s: fdatasync: %m", f->l.path);
     return -1;
   }
-  f->l.file_size = f->data_end = size;
-  f->log.durable_size = size;
+  f->l.file_size = MAX (f->l.file_size, size);
+  f->data_end = MAX (f->data_end, size);
+  f->log.durable_size = f->l.file_size;
   return 0;
 }
 
