@@ -298,6 +298,35 @@ same_view "differencing VHDX, bitmap entry in state 7: the same disk after" "$d/
 vhdtool_check_clean "differencing VHDX, bitmap entry in state 7" "$d/dxd512/sb7.vhdx"
 rm -f "$d/dxd512/sb7.vhdx"
 
+# Soft anchors: entries holding no data (UNMAPPED, UNDEFINED) that keep
+# a file offset, which another writer may reuse when it next writes the
+# block.  They are dropped (offset 0, the states kept) before packing
+# takes their space for other blocks; what reads return is unchanged.
+cat > "$d/sa.json" <<EOF
+{"size": $((16 * M)), "seed": 12, "block_size": $M, "layers": [
+ {"file": "s.vhdx", "type": "dynamic", "soft_anchor": true,
+  "states": {"2": "unmapped", "4": "undefined", "6": "unmapped"},
+  "writes": [[0, $M, 0], [$M, 4096], [$((3 * M)), $M, 0], [$((9 * M)), 8192], [$((12 * M)), 4096]],
+  "layout": {"block_order": "reverse"}}]}
+EOF
+vhdxgen_make "dynamic VHDX with soft anchors" "$d/sa.json" "$d/sa"
+check "soft anchors: vhdxgen gave the dataless entries offsets" \
+  sh -c "$VHDXGEN states '$d/sa/s.vhdx' | $PY -c '
+import json, sys
+b = json.load(sys.stdin)[\"blocks\"]
+assert all(b[k][\"offset\"] for k in (\"2\", \"4\", \"6\")), b'"
+compact_ok "soft anchors" "$d/sa/s.vhdx" 2 '[0-9]+'
+same_view "soft anchors: the same disk after" "$d/sa/expected.raw" "$d/sa/s.vhdx"
+vhdtool_check_clean "soft anchors" "$d/sa/s.vhdx"
+check "soft anchors: dropped, the states kept; no two blocks share an offset" \
+  sh -c "$VHDXGEN states '$d/sa/s.vhdx' | $PY -c '
+import json, sys
+b = json.load(sys.stdin)[\"blocks\"]
+assert [b[k][\"state\"] for k in (\"2\", \"4\", \"6\")] == [\"unmapped\", \"undefined\", \"unmapped\"], b
+assert all(b[k][\"offset\"] == 0 for k in (\"2\", \"4\", \"6\")), b
+offs = [v[\"offset\"] for v in b.values() if v[\"offset\"]]
+assert len(offs) == len(set(offs)), b'"
+
 # A compacted VHDX parent keeps its DataWriteGuid: its child still opens.
 cat > "$d/pc.json" <<EOF
 {"size": $((16 * M)), "seed": 6, "block_size": $M, "layers": [

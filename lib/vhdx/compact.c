@@ -12,6 +12,9 @@
  *    kept (docs 5.1): the disk's content does not change, so its
  *    children stay valid.  Opening for writing replayed any pending
  *    log first (write.c, step 0).
+ *    Soft anchors (file offsets kept by entries that hold no data) are
+ *    dropped and committed first (drop_soft_anchors): no read changes,
+ *    and their space is free from then on.
  * 1. Release: the payload entry becomes ZERO or NOT_PRESENT (offset 0)
  *    in memory; the commit puts the BAT pages through the log: one
  *    entry (or several, each a set of whole pages whose every mix reads
@@ -38,10 +41,46 @@
 
 #include "vhdx-format.h"
 
+static bool is_sb (const struct vhdx_file *f, uint64_t i);
+
+/* Soft anchors: a payload entry that holds no data (NOT_PRESENT, ZERO,
+ * UNMAPPED, UNDEFINED) may keep a file offset, where another writer
+ * (OpenVMM, maybe Hyper-V) puts the block again when it is next
+ * written.  Every reader ignores it (docs 3.3: never dereference), but
+ * packing would take that space for another block, which such a writer
+ * would then overwrite.  So the offsets go, committed before anything
+ * is planned: what reads return does not change. */
+static int
+drop_soft_anchors (struct vhd_layer *l)
+{
+  struct vhdx_file *f = vhdx_file (l);
+  uint64_t i, e;
+  bool any = false;
+
+  for (i = 0; i < f->bat_entries; i++) {
+    unsigned s;
+
+    if (is_sb (f, i))
+      continue;
+    if (vhdx_bat_entry (f, i, &e) == -1)
+      return -1;
+    s = VHDX_BAT_STATE (e);
+    if (s == VHDX_FULLY_PRESENT || s == VHDX_PARTIALLY_PRESENT ||
+        VHDX_BAT_OFFSET (e) == 0)
+      continue;
+    if (vhdx_bat_set (f, i, s, VHDX_BAT_DIRTY) == -1)
+      return -1;
+    any = true;
+  }
+  return any ? l->ops->commit (l, NULL, 0) : 0;
+}
+
 int
 vhdx_compact_begin (struct vhd_layer *l)
 {
-  return vhdx_writer_log (l, true);
+  if (vhdx_writer_log (l, true) == -1)
+    return -1;
+  return drop_soft_anchors (l);
 }
 
 int
