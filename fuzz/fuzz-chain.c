@@ -25,6 +25,10 @@
  * opened writable (a pending log is replayed into it), written,
  * zeroed, trimmed and flushed as above, closed (the log ended), and
  * opened and read once more: the writer on hostile files.
+ *
+ * The written copy (w.vhd or w.vhdx) is then compacted and resized
+ * (vhdtool compact and resize: grown by up to 127 MiB, or a VHDX shrunk
+ * to its minimum, by the input's last byte but one).
  */
 #include <config.h>
 
@@ -115,6 +119,21 @@ count_problem (void *opaque, const char *file, const char *structure,
   *n += strlen (file) + strlen (structure) + strlen (what);
 }
 
+/* vhdtool compact, then resize (grown by up to 127 MiB, or a VHDX
+ * shrunk to its minimum size), on the written copy at path: the same
+ * hostile bytes the writer had, plus what it wrote. */
+static void
+compact_and_resize (const char *path, const uint8_t *data, size_t size,
+                    uint64_t disk_size)
+{
+  struct vhd_resize_params rp = { 0 };
+  uint8_t pick = size > 1 ? data[size - 2] : 0;
+
+  (void) vhd_compact (path, NULL, NULL);
+  rp.to_minimum = pick & 1;
+  (void) vhd_resize (path, disk_size + ((uint64_t) (pick >> 1) << 20), &rp);
+}
+
 /* The writer on a copy of the (fuzzed) top file. */
 static void
 fuzz_vhdx_write (const uint8_t *data, size_t size)
@@ -140,8 +159,11 @@ fuzz_vhdx_write (const uint8_t *data, size_t size)
   fclose (fp);
   free (copy);
   if (vhd_chain_open (fuzz_path (1, "w.vhdx"), &o, &c) == 0) {
+    uint64_t disk_size = vhd_chain_size (c);
+
     exercise (c, data, size, true);
     vhd_chain_close (c);
+    compact_and_resize (fuzz_path (1, "w.vhdx"), data, size, disk_size);
   }
   o.readonly = true;
   if (vhd_chain_open (fuzz_path (1, "w.vhdx"), &o, &c) == 0) {
@@ -230,8 +252,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_write_file ("w.vhd", top, len);
     o.readonly = false;
     if (vhd_chain_open (fuzz_path (1, "w.vhd"), &o, &c) == 0) {
+      uint64_t disk_size = vhd_chain_size (c);
+
       exercise (c, data, size, true);
       vhd_chain_close (c);
+      compact_and_resize (fuzz_path (1, "w.vhd"), data, size, disk_size);
     }
     fuzz_unlink ("w.vhd");
   }
