@@ -193,6 +193,16 @@ release_blocks (struct compactor *k, uint64_t *released)
 
 /* ------------------------------------------------------------ packing */
 
+int
+compact_layout_add (struct compact_layout *out, size_t *cap, uint64_t start,
+                    uint64_t len, int64_t index)
+{
+  if (ARRAY_RESERVE (out->v, *cap, out->n + 1) == -1)
+    return -1;
+  out->v[out->n++] = (struct compact_extent) { start, len, index };
+  return 0;
+}
+
 static int
 by_start (const void *a, const void *b)
 {

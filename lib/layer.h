@@ -107,6 +107,10 @@ struct compact_layout {
   size_t n;
   uint64_t align, min_align, align_off;
 };
+/* compact.c: append an extent to out->v (capacity *cap): for the
+ * back-ends' compact_layout.  -1 (errno ENOMEM) when out of memory. */
+int compact_layout_add (struct compact_layout *out, size_t *cap,
+                        uint64_t start, uint64_t len, int64_t index);
 
 /* How a parent may be named by a child. */
 enum hint_syntax { HINT_WINDOWS, HINT_MAC_URL };

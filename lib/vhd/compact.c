@@ -53,16 +53,6 @@ vhd_compact_release (struct vhd_layer *l, uint32_t blk, enum block_state to)
   return 0;
 }
 
-static int
-add (struct compact_layout *out, size_t *cap, uint64_t start, uint64_t len,
-     int64_t index)
-{
-  if (ARRAY_RESERVE (out->v, *cap, out->n + 1) == -1)
-    return -1;
-  out->v[out->n++] = (struct compact_extent) { start, len, index };
-  return 0;
-}
-
 int
 vhd_compact_layout (struct vhd_layer *l, struct compact_layout *out)
 {
@@ -83,20 +73,23 @@ vhd_compact_layout (struct vhd_layer *l, struct compact_layout *out)
   out->align = 4096;
   out->min_align = VHD_SECTOR;
   out->align_off = f->bitmap_bytes;
-  if (add (out, &cap, 0, f->footer.data_offset + VHD_HEADER_SIZE, -1) == -1 ||
-      add (out, &cap, h->table_offset, bat_bytes, -1) == -1)
+  if (compact_layout_add (out, &cap, 0,
+                          f->footer.data_offset + VHD_HEADER_SIZE, -1) == -1 ||
+      compact_layout_add (out, &cap, h->table_offset, bat_bytes, -1) == -1)
     goto nomem;
   if (f->type == VHD_TYPE_DIFF)
     for (i = 0; i < VHD_NUM_LOCATORS; i++)
       if (h->loc[i].code != 0 &&
-          add (out, &cap, h->loc[i].offset,
-               vhd_locator_space_bytes (h->loc[i].space), -1) == -1)
+          compact_layout_add (out, &cap, h->loc[i].offset,
+                              vhd_locator_space_bytes (h->loc[i].space),
+                              -1) == -1)
         goto nomem;
   for (blk = 0; blk < l->n_blocks; blk++) {
     uint32_t e = bat_get (f, blk);
     if (e != VHD_BAT_UNUSED &&
-        add (out, &cap, (uint64_t) e * VHD_SECTOR,
-             f->bitmap_bytes + (uint64_t) l->block_size, blk) == -1)
+        compact_layout_add (out, &cap, (uint64_t) e * VHD_SECTOR,
+                            f->bitmap_bytes + (uint64_t) l->block_size,
+                            blk) == -1)
       goto nomem;
   }
   return 0;

@@ -99,16 +99,6 @@ vhdx_compact_release (struct vhd_layer *l, uint32_t blk, enum block_state to)
                        VHDX_BAT_DIRTY);
 }
 
-static int
-add (struct compact_layout *out, size_t *cap, uint64_t start, uint64_t len,
-     int64_t index)
-{
-  if (ARRAY_RESERVE (out->v, *cap, out->n + 1) == -1)
-    return -1;
-  out->v[out->n++] = (struct compact_extent) { start, len, index };
-  return 0;
-}
-
 static bool
 is_sb (const struct vhdx_file *f, uint64_t i)
 {
@@ -126,12 +116,13 @@ vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out)
 
   out->align = out->min_align = VHDX_MiB;
   out->align_off = 0;
-  if (add (out, &cap, 0, VHDX_HEADER_SECTION, -1) == -1 ||
-      add (out, &cap, h->log_offset, h->log_length, -1) == -1)
+  if (compact_layout_add (out, &cap, 0, VHDX_HEADER_SECTION, -1) == -1 ||
+      compact_layout_add (out, &cap, h->log_offset, h->log_length, -1) == -1)
     goto nomem;
   /* BAT, metadata and any region we do not know: never moved. */
   for (r = 0; r < f->n_regions; r++)
-    if (add (out, &cap, f->regions[r].offset, f->regions[r].length, -1) == -1)
+    if (compact_layout_add (out, &cap, f->regions[r].offset,
+                            f->regions[r].length, -1) == -1)
       goto nomem;
   for (i = 0; i < f->bat_entries; i++) {
     unsigned s;
@@ -142,8 +133,9 @@ vhdx_compact_layout (struct vhd_layer *l, struct compact_layout *out)
     if (is_sb (f, i) ? !VHDX_SB_HELD (e)
                      : s != VHDX_FULLY_PRESENT && s != VHDX_PARTIALLY_PRESENT)
       continue;
-    if (add (out, &cap, VHDX_BAT_OFFSET (e),
-             is_sb (f, i) ? VHDX_MiB : f->block_size, (int64_t) i) == -1)
+    if (compact_layout_add (out, &cap, VHDX_BAT_OFFSET (e),
+                            is_sb (f, i) ? VHDX_MiB : f->block_size,
+                            (int64_t) i) == -1)
       goto nomem;
   }
   return 0;
