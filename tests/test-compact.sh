@@ -155,15 +155,21 @@ else
 fi
 
 # A writer that finishes while compact is parsing the file, between its
-# open and its lock (strace delays the lock by 3 s): compact refuses,
+# open and its lock (strace delays the lock by 5 s): compact refuses,
 # and the other program's write is kept (before, compact went on from
 # the stale BAT and cut the new block off).  Block 10 was unallocated.
 if command -v strace > /dev/null && command -v qemu-io > /dev/null; then
   cp "$d/dyn.pristine" "$d/race.vhd"
-  strace -f -o /dev/null -e inject=flock:delay_enter=3000000 \
+  strace -f -o /dev/null -e inject=flock:delay_enter=5000000 \
     "$VHDTOOL" compact "$d/race.vhd" > "$d/race.out" 2>&1 &
   pid=$!
-  sleep 1
+  # Parsed and about to lock: the writers' byte (an OFD lock, taken
+  # just before the delayed flock) shows in /proc/locks.
+  ino=$(stat -c %i "$d/race.vhd")
+  for i in $(seq 100); do
+    grep -q "OFDLCK.*:$ino " /proc/locks && break
+    sleep 0.1
+  done
   qemu-io -f vpc -c "write -P 0x22 $((10 * B)) $B" "$d/race.vhd" > /dev/null
   wait $pid; st=$?
   check "a file written while compact opened it: refused (exit $st)" test $st -eq 1
