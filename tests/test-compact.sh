@@ -121,7 +121,9 @@ vhdtool_check_clean "qemu-made VHD" "$d/q.vhd"
 if command -v strace > /dev/null; then
   cp "$d/dyn.pristine" "$d/order.vhd"
   bat=$($VHDGEN dump --json "$d/order.vhd" | $PY -c 'import json,sys; h=json.load(sys.stdin)["header"]; print(h["table_offset"], h["table_offset"] + 4 * h["max_table_entries"])')
-  strace -f -e trace=pwrite64,fdatasync,ftruncate -o "$d/order.trace" \
+  # LeakSanitizer cannot run under ptrace (sanitizer builds).
+  ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    strace -f -e trace=pwrite64,fdatasync,ftruncate -o "$d/order.trace" \
     "$VHDTOOL" compact "$d/order.vhd" > /dev/null 2>&1
   check "VHD: copies, BAT, footer and cut in crash-safe order (strace)" $PY -c '
 import re, sys
@@ -160,7 +162,8 @@ fi
 # the stale BAT and cut the new block off).  Block 10 was unallocated.
 if command -v strace > /dev/null && command -v qemu-io > /dev/null; then
   cp "$d/dyn.pristine" "$d/race.vhd"
-  strace -f -o /dev/null -e inject=flock:delay_enter=5000000 \
+  ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    strace -f -o /dev/null -e inject=flock:delay_enter=5000000 \
     "$VHDTOOL" compact "$d/race.vhd" > "$d/race.out" 2>&1 &
   pid=$!
   # Parsed and about to lock: the writers' byte (an OFD lock, taken
