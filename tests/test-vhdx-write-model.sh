@@ -5,7 +5,8 @@
 # at arbitrary offsets and lengths, batches in flight) over VHDX files
 # made by the independent generator (tests/vhdxgen.py): fixed (with
 # data), dynamic (empty) and differencing (over a parent holding random
-# data), each with 512 and 4096-byte logical sectors, all with 1 MiB
+# data; and a second child grown by vhdtool resize past the parent's
+# end), each with 512 and 4096-byte logical sectors, all with 1 MiB
 # blocks so that a run touches many blocks, and a size that leaves the
 # last block partial.
 #
@@ -58,6 +59,18 @@ EOF
   name="differencing, $ss-byte sectors"
   run_opmodel "$name" "s$ss/child.avhdx" "s$ss/parent.raw" --block $M --aio &&
     vhdx_written_ok "$name" "s$ss/child.avhdx" "s$ss/child.avhdx.model"
+  # A child grown by vhdtool resize past its parent's end (by 3 blocks
+  # and 5 sectors: its last block partial, the parent's too): zeros
+  # there, over a parent that ends inside a block of the child.
+  name="grown differencing, $ss-byte sectors"
+  grown=$((size + 3 * M + 5 * ss))
+  "$VHDTOOL" create -p "s$ss/parent.vhdx" "s$ss/grown.avhdx" > /dev/null &&
+    "$VHDTOOL" resize "s$ss/grown.avhdx" $grown ||
+    echo "Bail out! could not make the grown child"
+  cp "s$ss/parent.raw" "s$ss/grown.raw"
+  truncate -s $grown "s$ss/grown.raw"
+  run_opmodel "$name" "s$ss/grown.avhdx" "s$ss/grown.raw" --block $M --aio &&
+    vhdx_written_ok "$name" "s$ss/grown.avhdx" "s$ss/grown.avhdx.model"
   unchanged "$ss-byte sectors: the parent is unchanged (sha256)"
 done
 
