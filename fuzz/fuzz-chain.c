@@ -28,7 +28,8 @@
  *
  * The written copy (w.vhd or w.vhdx) is then compacted and resized
  * (vhdtool compact and resize: grown by up to 127 MiB, or a VHDX shrunk
- * to its minimum, by the input's last byte but one).
+ * to its minimum, by the input's last byte but one), then opened,
+ * read and written once more.
  */
 #include <config.h>
 
@@ -129,9 +130,18 @@ compact_and_resize (const char *path, const uint8_t *data, size_t size,
   struct vhd_resize_params rp = { 0 };
   uint8_t pick = size > 1 ? data[size - 2] : 0;
 
+  struct vhd_open_options o = { .no_lock = true, .ignore_id_mismatch = true };
+  struct vhd_chain *c;
+
   (void) vhd_compact (path, NULL, NULL);
   rp.to_minimum = pick & 1;
   (void) vhd_resize (path, disk_size + ((uint64_t) (pick >> 1) << 20), &rp);
+  /* The result read and written again: a child grown past its parent's
+   * end reads zeros there (resolve.c). */
+  if (vhd_chain_open (path, &o, &c) == 0) {
+    exercise (c, data, size, true);
+    vhd_chain_close (c);
+  }
 }
 
 /* The writer on a copy of the (fuzzed) top file. */
