@@ -96,6 +96,32 @@ zero_file_range (int fd, uint64_t offset, uint64_t len)
   return 0;
 }
 
+int
+copy_file_bytes (int fd, uint64_t from, uint64_t len, uint64_t to)
+{
+  const size_t chunk = 1 << 20;
+  uint8_t *buf = malloc (len < chunk ? (len ? len : 1) : chunk);
+  uint64_t done;
+  int err;
+
+  if (buf == NULL)
+    return -1;
+  for (done = 0; done < len; ) {
+    size_t n = len - done < chunk ? len - done : chunk;
+
+    if (full_pread (fd, buf, n, from + done) == -1 ||
+        full_pwrite (fd, buf, n, to + done) == -1) {
+      err = errno;
+      free (buf);
+      errno = err;
+      return -1;
+    }
+    done += n;
+  }
+  free (buf);
+  return 0;
+}
+
 /* The smallest capacity given: the runlists of the block cache
  * (resolve.c) are kept as built, most of one or two runs, so a larger
  * floor would cost memory per cached block. */

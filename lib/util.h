@@ -18,6 +18,9 @@ int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
 /* Make [offset, offset+len) of fd read as zeros: a hole where the file
  * system punches one, zeros written otherwise (-1 with errno). */
 int zero_file_range (int fd, uint64_t offset, uint64_t len);
+/* Copy len bytes of fd from offset from to offset to, a MiB at a time
+ * (the ranges must not overlap): -1 with errno. */
+int copy_file_bytes (int fd, uint64_t from, uint64_t len, uint64_t to);
 
 /* Growable arrays.  Make room for n elements of elem_size bytes in the
  * array *array_ptr (any object pointer, NULL when empty) whose capacity

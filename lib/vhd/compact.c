@@ -106,33 +106,16 @@ vhd_compact_layout (struct vhd_layer *l, struct compact_layout *out)
 static int
 copy_range (struct vhd_file *f, uint64_t from, uint64_t len, uint64_t to)
 {
-  const size_t chunk = 1 << 20;
-  uint8_t *buf = malloc (chunk);
-  uint64_t done;
-  int r = -1;
+  uint64_t have = from < f->footer_offset
+                  ? MIN (len, f->footer_offset - from) : 0;
 
-  if (buf == NULL) {
-    vhd_error ("%s: %m", f->l.path);
+  if (copy_file_bytes (f->l.fd, from, have, to) == -1 ||
+      zero_file_range (f->l.fd, to + have, len - have) == -1) {
+    vhd_error ("%s: moving a block from offset %" PRIu64 " to %" PRIu64
+               ": %m", f->l.path, from, to);
     return -1;
   }
-  for (done = 0; done < len; done += chunk) {
-    uint64_t n = MIN (chunk, len - done), have = 0;
-    uint64_t at = from + done;
-
-    if (at < f->footer_offset)
-      have = MIN (n, f->footer_offset - at);
-    memset (buf + have, 0, n - have);
-    if ((have > 0 && full_pread (f->l.fd, buf, have, at) == -1) ||
-        full_pwrite (f->l.fd, buf, n, to + done) == -1) {
-      vhd_error ("%s: moving a block from offset %" PRIu64 " to %" PRIu64
-                 ": %m", f->l.path, from, to);
-      goto out;
-    }
-  }
-  r = 0;
- out:
-  free (buf);
-  return r;
+  return 0;
 }
 
 int

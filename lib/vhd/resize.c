@@ -66,9 +66,6 @@
 
 #include "vhd-format.h"
 
-/* Bytes copied at once when a block moves. */
-#define COPY_CHUNK (1u << 20)
-
 static int
 sync_fd (struct vhd_file *f)
 {
@@ -160,39 +157,24 @@ move_block (struct vhd_file *f, uint32_t blk, uint32_t entry,
   uint64_t sec = f->header.table_offset + ROUND_DOWN ((uint64_t) blk * 4,
                                                       VHD_SECTOR);
   uint8_t s[VHD_SECTOR];
-  uint8_t *buf = malloc (COPY_CHUNK);
-  uint64_t done;
-  int r = -1;
 
-  if (buf == NULL) {
-    vhd_error ("%s: %m", f->l.path);
+  if (vhd_grow (f, at, len, step, opaque) == -1)
+    return -1;
+  if (copy_file_bytes (f->l.fd, from, len, at) == -1) {
+    vhd_error ("%s: moving block %u: %m", f->l.path, blk);
     return -1;
   }
-  if (vhd_grow (f, at, len, step, opaque) == -1)
-    goto out;
-  for (done = 0; done < len; ) {
-    size_t n = MIN (len - done, COPY_CHUNK);
-    if (full_pread (f->l.fd, buf, n, from + done) == -1 ||
-        full_pwrite (f->l.fd, buf, n, at + done) == -1) {
-      vhd_error ("%s: moving block %u: %m", f->l.path, blk);
-      goto out;
-    }
-    done += n;
-  }
   if (sync_fd (f) == -1)
-    goto out;
+    return -1;
   if (full_pread (f->l.fd, s, sizeof s, sec) == -1) {
     vhd_error ("%s: reading the BAT: %m", f->l.path);
-    goto out;
+    return -1;
   }
   put_be32 (s + (blk * 4) % VHD_SECTOR, at / VHD_SECTOR);
   if (write_at (f, s, sizeof s, sec, "BAT") == -1)
-    goto out;
+    return -1;
   step_at (step, opaque, "block-moved");
-  r = 0;
- out:
-  free (buf);
-  return r;
+  return 0;
 }
 
 /* Steps 1 and 2: room for n entries in the table. */

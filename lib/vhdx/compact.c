@@ -153,10 +153,7 @@ vhdx_compact_move (struct vhd_layer *l, const struct compact_extent *x,
                    uint64_t to)
 {
   struct vhdx_file *f = vhdx_file (l);
-  const size_t chunk = VHDX_MiB;
-  uint8_t *buf;
-  uint64_t e, done;
-  int r = -1;
+  uint64_t e;
 
   if (to % VHDX_MiB != 0 || to + x->len > x->start) {
     vhd_error ("%s: internal error: BAT entry %" PRId64 " cannot go to "
@@ -166,23 +163,13 @@ vhdx_compact_move (struct vhd_layer *l, const struct compact_extent *x,
   }
   if (vhdx_bat_entry (f, x->index, &e) == -1)
     return -1;
-  if ((buf = malloc (chunk)) == NULL) {
-    vhd_error ("%s: %m", l->path);
+  /* The file itself: opening it for writing replayed any log into it. */
+  if (copy_file_bytes (l->fd, x->start, x->len, to) == -1) {
+    vhd_error ("%s: moving a block from offset %" PRIu64 " to %" PRIu64
+               ": %m", l->path, x->start, to);
     return -1;
   }
-  for (done = 0; done < x->len; done += chunk) {
-    uint64_t n = MIN (chunk, x->len - done);
-    if (vhdx_pread (f, buf, n, x->start + done) == -1 ||
-        full_pwrite (l->fd, buf, n, to + done) == -1) {
-      vhd_error ("%s: moving a block from offset %" PRIu64 " to %" PRIu64
-                 ": %m", l->path, x->start, to);
-      goto out;
-    }
-  }
-  r = vhdx_bat_set (f, x->index, to | VHDX_BAT_STATE (e), VHDX_BAT_DIRTY);
- out:
-  free (buf);
-  return r;
+  return vhdx_bat_set (f, x->index, to | VHDX_BAT_STATE (e), VHDX_BAT_DIRTY);
 }
 
 int
